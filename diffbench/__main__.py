@@ -1,0 +1,3 @@
+from diffbench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""The case matrix: what to measure, on which frameworks, and the config hash of each pair.
+
+The format is a superset of sglang's `comparison_configs.json`: every sglang file loads
+unchanged, and our own keys (`warmup_requests`, `request_extra`, `deadlines`, `baseline`,
+`revision`) add what that format lacks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Task = Literal["text-to-image", "image-edit", "text-to-video", "image-to-video", "text-image-to-video"]
+VIDEO_TASKS = frozenset({"text-to-video", "image-to-video", "text-image-to-video"})
+IMAGE_INPUT_TASKS = frozenset({"image-edit", "image-to-video", "text-image-to-video"})
+
+# Keys of sglang's format that describe frameworks we have no adapter for yet; kept, not used.
+IGNORED_CASE_KEYS = frozenset({"comfyui_workflow"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Deadlines(_Strict):
+    """How long each phase of a case may take before it is abandoned."""
+
+    ready_s: float = Field(2400, gt=0, description="Launch until the server answers health and lists the model.")
+    request_s: float = Field(1800, gt=0, description="One request, submit until its output is downloaded.")
+    case_minutes: float = Field(240, gt=0, description="The whole case, download to stop.")
+
+
+class FrameworkOptions(_Strict):
+    """How one framework serves one case. Engines may subclass it to accept more keys."""
+
+    serve_args: list[str] = Field(default_factory=list, description="Extra server flags (string or list).")
+    extra_env: dict[str, str] = Field(default_factory=dict, description="Environment added to the server's.")
+    model: str | None = Field(None, description="Overrides the case's model for this framework.")
+    num_gpus: int | None = Field(None, ge=1, description="Overrides the case's GPU count for this framework.")
+    request_extra: dict[str, Any] = Field(default_factory=dict, description="Extra fields merged into each request.")
+
+    @field_validator("serve_args", mode="before")
+    @classmethod
+    def _split_string(cls, value: Any) -> Any:
+        return shlex.split(value) if isinstance(value, str) else value
+
+
+class Case(_Strict):
+    """One workload: a model, a task and its shape. Absent shape keys mean the model's default."""
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$", description="Stable name of the case.")
+    model: str = Field(min_length=1, description="Hugging Face repo id, or a local path starting with / ./ ../ ~.")
+    revision: str | None = Field(None, description="Model revision (branch, tag or commit) to pin.")
+    task: Task
+    prompt: str = ""
+    negative_prompt: str | None = None
+    width: int | None = Field(None, gt=0)
+    height: int | None = Field(None, gt=0)
+    num_inference_steps: int | None = Field(None, gt=0)
+    num_frames: int | None = Field(None, gt=0)
+    fps: int | None = Field(None, gt=0)
+    guidance_scale: float | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0)
+    num_gpus: int = Field(1, ge=1, description="GPUs each framework gets unless it overrides it.")
+    reference_image: bool = Field(False, description="The request carries the shared input image.")
+    warmup_requests: int | None = Field(None, ge=0, description="Unmeasured requests first; default from the matrix.")
+    measurement_repeats: int | None = Field(None, ge=1, description="Measured requests; default from the matrix.")
+    deadlines: Deadlines | None = None
+    sglang_request_extra: dict[str, Any] = Field(default_factory=dict, description="sglang's key for request extras.")
+    frameworks: dict[str, dict[str, Any]] = Field(
+        min_length=1, description="Framework name to its options; each engine validates its own."
+    )
+    comfyui_workflow: str | None = Field(None, description="Ignored: used by the comfyui runner we do not have.")
+
+    @property
+    def is_video(self) -> bool:
+        return self.task in VIDEO_TASKS
+
+    @property
+    def needs_image(self) -> bool:
+        return self.reference_image or self.task in IMAGE_INPUT_TASKS
+
+    @property
+    def size(self) -> str | None:
+        return f"{self.width}x{self.height}" if self.width and self.height else None
+
+
+class WarmupDefaults(_Strict):
+    num_requests: int = Field(1, ge=0)
+    num_inference_steps: int | None = Field(None, gt=0)
+
+
+class ThroughputDefaults(_Strict):
+    num_requests: int = Field(4, ge=1)
+    max_concurrency: int = Field(1, ge=1)
+    request_rate: float | Literal["inf"] = "inf"
+
+
+class BenchmarkDefaults(_Strict):
+    warmup: WarmupDefaults = WarmupDefaults()
+    throughput: ThroughputDefaults | None = None
+
+
+class Matrix(_Strict):
+    """A case matrix file."""
+
+    cases: list[Case] = Field(min_length=1)
+    test_image_url: str | None = Field(None, description="Input image for image tasks: URL or local path.")
+    measurement_repeats: int = Field(3, ge=1)
+    warmup_requests: int | None = Field(None, ge=0, description="Default: benchmark_defaults.warmup.num_requests.")
+    benchmark_defaults: BenchmarkDefaults = BenchmarkDefaults()
+    deadlines: Deadlines = Deadlines()
+    baseline: str | None = Field(None, description="Framework the others are compared to.")
+    comment: str | None = Field(None, alias="_comment")
+
+
+class Pair(_Strict):
+    """One (case, framework) with every default resolved: what a server run needs."""
+
+    case: Case
+    framework: str
+    options: FrameworkOptions
+    model: str
+    num_gpus: int
+    warmup_requests: int
+    measurement_repeats: int
+    deadlines: Deadlines
+
+    @property
+    def request_extra(self) -> dict[str, Any]:
+        extra = dict(self.case.sglang_request_extra) if self.framework == "sglang" else {}
+        return extra | self.options.request_extra
+
+    @property
+    def config_hash(self) -> str:
+        """Hash of everything that changes the measurement; the case id is not part of it."""
+        controls = self.case.model_dump(
+            exclude={"id", "model", "num_gpus", "frameworks", "deadlines", "warmup_requests",
+                     "measurement_repeats", "sglang_request_extra", "comfyui_workflow"}
+        ) | {
+            "framework": self.framework,
+            "model": self.model,
+            "num_gpus": self.num_gpus,
+            "serve_args": self.options.serve_args,
+            "env": self.options.extra_env,
+            "request_extra": self.request_extra,
+        }
+        canonical = json.dumps(controls, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def resolve(matrix: Matrix, case: Case, framework: str, options: FrameworkOptions) -> Pair:
+    """Fill a (case, framework) pair's defaults from the case and the matrix."""
+    deadlines = matrix.deadlines
+    if case.deadlines is not None:
+        deadlines = deadlines.model_copy(update=case.deadlines.model_dump(exclude_unset=True))
+    warmup = case.warmup_requests
+    if warmup is None:
+        warmup = matrix.warmup_requests
+    if warmup is None:
+        warmup = matrix.benchmark_defaults.warmup.num_requests
+    return Pair(
+        case=case,
+        framework=framework,
+        options=options,
+        model=options.model or case.model,
+        num_gpus=options.num_gpus or case.num_gpus,
+        warmup_requests=warmup,
+        measurement_repeats=case.measurement_repeats or matrix.measurement_repeats,
+        deadlines=deadlines,
+    )

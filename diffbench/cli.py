@@ -1,0 +1,91 @@
+"""The `diffbench` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from diffbench.errors import ConfigError, DiffbenchError
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from diffbench.config import load_matrix  # noqa: PLC0415
+    from diffbench.plan import build_plan, render  # noqa: PLC0415
+
+    rows = build_plan(load_matrix(args.config), args.cases, args.frameworks)
+    print(json.dumps([row.as_dict() for row in rows], indent=2) if args.json else render(rows))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # torch and diffusers load only for the commands that need them.
+    import uvicorn  # noqa: PLC0415
+
+    from diffbench.reference.app import create_app  # noqa: PLC0415
+    from diffbench.reference.runner import PipelineRunner  # noqa: PLC0415
+
+    runner = PipelineRunner(args.model, args.device)
+    print(f"loaded {args.model} on {runner.device}", flush=True)
+    uvicorn.run(create_app(runner, args.model), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _tiny_model(args: argparse.Namespace) -> int:
+    from diffbench.reference.tiny_models import build  # noqa: PLC0415
+
+    print(build(args.arch, args.out))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from diffbench.demo import run  # noqa: PLC0415
+
+    run(args.workdir)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="diffbench", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    plan = commands.add_parser("plan", help="validate a case matrix and show what each pair would run")
+    plan.add_argument("--config", type=Path, required=True, help="case matrix, YAML or JSON")
+    plan.add_argument("--cases", type=_names, help="comma-separated case ids (default: all)")
+    plan.add_argument("--frameworks", type=_names, help="comma-separated frameworks (default: all)")
+    plan.add_argument("--json", action="store_true", help="print JSON instead of text")
+    plan.set_defaults(handler=_plan)
+
+    serve = commands.add_parser("serve", help="run the reference engine (a diffusers pipeline over HTTP)")
+    serve.add_argument("--model", required=True, help="diffusers pipeline folder")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=30000)
+    serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    serve.set_defaults(handler=_serve)
+
+    tiny = commands.add_parser("tiny-model", help="build a random-weight tiny pipeline, offline")
+    tiny.add_argument("--arch", required=True, choices=["flux", "wan"])
+    tiny.add_argument("--out", type=Path, required=True)
+    tiny.set_defaults(handler=_tiny_model)
+
+    demo = commands.add_parser("demo", help="serve the tiny models with the reference engine and measure them")
+    demo.add_argument("--workdir", type=Path, default=Path(".diffbench/demo"))
+    demo.set_defaults(handler=_demo)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print("invalid configuration:", *exc.problems, sep="\n  ", file=sys.stderr)
+        return 2
+    except DiffbenchError as exc:
+        print(f"error [{exc.error_class}]: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,149 @@
+"""HTTP side of a measurement: send one generation request, time it, return its output.
+
+httpx errors are translated here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+
+from diffbench import media
+from diffbench.errors import BadOutput, RequestFailed, RequestTimeout
+
+POLL_FIRST_S = 0.05
+POLL_MAX_S = 0.25
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation request, as an engine spells it."""
+
+    path: str
+    output: Literal["image", "video"]
+    # "poll": POST returns a job id, then GET path/{id} until done and GET path/{id}/content.
+    video_mode: Literal["poll", "sync"] | None = None
+    json: dict[str, Any] | None = None
+    data: dict[str, str] | None = None
+    files: dict[str, tuple[str, bytes, str]] | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    """A decoded output and how long it took from submit to decoded."""
+
+    client_latency_s: float
+    decoded: media.Decoded
+    body: dict[str, Any]
+    headers: dict[str, str]
+    poll_bound_s: float | None
+
+
+@dataclass(frozen=True)
+class ServerTiming:
+    """The server's own account of a request, and where it came from."""
+
+    latency_s: float | None = None
+    source: Literal["perf_dump", "response", "none"] = "none"
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    denoise_step_ms: tuple[float, ...] = ()
+    peak_memory_mb: float | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured request; client and server times are never mixed in one field."""
+
+    client_latency_s: float
+    server_latency_s: float | None
+    server_latency_source: str
+    stage_ms: dict[str, float]
+    denoise_step_ms: tuple[float, ...]
+    peak_memory_mb: float | None
+    output_sha256: str
+    width: int
+    height: int
+    num_frames: int
+    poll_bound_s: float | None
+    perf_dump_missing: bool = False
+
+
+def _fail(exc: httpx.HTTPError, what: str) -> RequestFailed:
+    if isinstance(exc, httpx.TimeoutException):
+        return RequestTimeout(f"{what}: no answer before the deadline ({type(exc).__name__})")
+    return RequestFailed(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _checked(response: httpx.Response, what: str) -> httpx.Response:
+    if response.is_error:
+        raise RequestFailed(
+            f"{what}: HTTP {response.status_code}: {response.text[:500]}", status_code=response.status_code
+        )
+    return response
+
+
+def _json(response: httpx.Response, what: str) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise BadOutput(f"{what}: response is not JSON: {response.text[:200]!r}") from exc
+    if not isinstance(body, dict):
+        raise BadOutput(f"{what}: response is not a JSON object")
+    return body
+
+
+def _image_bytes(body: dict[str, Any], what: str) -> bytes:
+    try:
+        return base64.b64decode(body["data"][0]["b64_json"], validate=True)
+    except (KeyError, IndexError, TypeError, binascii.Error) as exc:
+        raise BadOutput(f"{what}: response carries no base64 image ({exc!r})") from exc
+
+
+def _poll_video(http: httpx.Client, request: Request, job: dict[str, Any], deadline: float) -> tuple[dict, float]:
+    """Poll a video job with a 50 ms backoff capped at 250 ms; return the final job and last wait."""
+    what = f"GET {request.path}/{{id}}"
+    if "id" not in job:
+        raise BadOutput(f"POST {request.path}: response has no job id: {job}")
+    wait, last_wait = POLL_FIRST_S, 0.0
+    while job.get("status") not in ("completed", "failed"):
+        if time.monotonic() + wait > deadline:
+            raise RequestTimeout(f"video job {job['id']} still {job.get('status')!r} at the deadline")
+        time.sleep(wait)
+        job = _json(_checked(http.get(f"{request.path}/{job['id']}", timeout=POLL_MAX_S * 20), what), what)
+        last_wait, wait = wait, min(wait * 1.5, POLL_MAX_S)
+    if job["status"] == "failed":
+        message = (job.get("error") or {}).get("message", "no message")
+        raise RequestFailed(f"video job {job['id']} failed on the server: {message}")
+    return job, last_wait
+
+
+def send(http: httpx.Client, request: Request, timeout_s: float) -> Output:
+    """Send `request`, wait for and decode its output; the clock stops once it is decoded."""
+    what = f"POST {request.path}"
+    started = time.perf_counter()
+    deadline = time.monotonic() + timeout_s
+    poll_bound_s: float | None = None
+    try:
+        response = _checked(
+            http.post(request.path, json=request.json, data=request.data, files=request.files, timeout=timeout_s),
+            what,
+        )
+        if request.output == "image":
+            body = _json(response, what)
+            decoded = media.decode_image(_image_bytes(body, what))
+        elif request.video_mode == "sync":
+            body, poll_bound_s = {}, 0.0
+            decoded = media.decode_video(response.content)
+        else:
+            body, poll_bound_s = _poll_video(http, request, _json(response, what), deadline)
+            remaining = max(deadline - time.monotonic(), 1.0)
+            content = _checked(http.get(f"{request.path}/{body['id']}/content", timeout=remaining), "GET content")
+            decoded = media.decode_video(content.content)
+    except httpx.HTTPError as exc:
+        raise _fail(exc, what) from exc
+    return Output(time.perf_counter() - started, decoded, body, dict(response.headers), poll_bound_s)

@@ -1,0 +1,138 @@
+"""Loading a case matrix file, with one message per problem naming file, case and field."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from diffbench.cases import Matrix, Pair, resolve
+from diffbench.engines import ENGINES
+from diffbench.errors import ConfigError
+
+LOCAL_PREFIXES = ("/", "./", "../", "~")
+
+
+@dataclass(frozen=True)
+class CaseMatrix:
+    """A validated matrix: its resolved (case, framework) pairs and what has no adapter."""
+
+    path: Path
+    matrix: Matrix
+    pairs: tuple[Pair, ...]
+    unsupported: tuple[tuple[str, str], ...]
+
+    def select(self, cases: list[str] | None = None, frameworks: list[str] | None = None) -> list[Pair]:
+        """The pairs of the named cases and frameworks (all when None), in file order."""
+        problems = []
+        known_cases = [case.id for case in self.matrix.cases]
+        known_frameworks = sorted({pair.framework for pair in self.pairs} | {fw for _, fw in self.unsupported})
+        for wanted, known, what in ((cases, known_cases, "case"), (frameworks, known_frameworks, "framework")):
+            problems += [f"{self.path.name}: no {what} {name!r}; known: {', '.join(known)}"
+                         for name in wanted or [] if name not in known]
+        if problems:
+            raise ConfigError(problems)
+        return [p for p in self.pairs
+                if (cases is None or p.case.id in cases) and (frameworks is None or p.framework in frameworks)]
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind, ctx, value = error["type"], error.get("ctx", {}), error.get("input")
+    described = {
+        "greater_than": lambda: f"must be > {ctx.get('gt')} (got {value!r})",
+        "greater_than_equal": lambda: f"must be >= {ctx.get('ge')} (got {value!r})",
+        "literal_error": lambda: f"must be one of {ctx.get('expected')} (got {value!r})",
+        "extra_forbidden": lambda: "unknown key",
+        "missing": lambda: "required",
+        "too_short": lambda: "must not be empty",
+    }.get(kind)
+    return described() if described else f"{error['msg']} (got {value!r})"
+
+
+def _problem(file: str, raw_cases: list[Any], loc: tuple[Any, ...], message: str) -> str:
+    """`file: case 'id': field.path: message`; the case is named by id, else by position."""
+    if len(loc) >= 2 and loc[0] == "cases" and isinstance(loc[1], int):
+        raw = raw_cases[loc[1]] if loc[1] < len(raw_cases) else {}
+        name = raw.get("id") if isinstance(raw, dict) else None
+        where = f"case {name!r}" if name else f"case #{loc[1] + 1}"
+        field = ".".join(map(str, loc[2:])) or "(case)"
+        return f"{file}: {where}: {field}: {message}"
+    return f"{file}: {'.'.join(map(str, loc)) or '(top level)'}: {message}"
+
+
+def _parse(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError([f"{path.name}: not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}"]) from exc
+
+
+def _localised(value: Any, base: Path) -> Any:
+    """A relative local path made absolute against the config's folder; anything else unchanged."""
+    if isinstance(value, str) and value.startswith(LOCAL_PREFIXES):
+        return str((base / Path(value).expanduser()).resolve())
+    return value
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    data["test_image_url"] = _localised(data.get("test_image_url"), base)
+    for case in data.get("cases") or []:
+        if isinstance(case, dict):
+            case["model"] = _localised(case.get("model"), base)
+            for options in (case.get("frameworks") or {}).values():
+                if isinstance(options, dict) and "model" in options:
+                    options["model"] = _localised(options["model"], base)
+
+
+def load_matrix(path: Path | str) -> CaseMatrix:
+    """Read and validate a case matrix (YAML or JSON); raise ConfigError listing every problem."""
+    path = Path(path)
+    data = _parse(path)
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path.name}: (top level): must be a mapping with a 'cases' list"])
+    _resolve_paths(data, path.parent)
+    raw_cases = data.get("cases") if isinstance(data.get("cases"), list) else []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_cases):
+        case_id = raw.get("id") if isinstance(raw, dict) else None
+        if case_id in seen:
+            problems.append(_problem(path.name, raw_cases, ("cases", index, "id"), f"duplicate case id {case_id!r}"))
+        seen.add(case_id)
+    try:
+        matrix = Matrix.model_validate(data)
+    except ValidationError as exc:
+        problems += [_problem(path.name, raw_cases, tuple(e["loc"]), _describe(e)) for e in exc.errors()]
+        raise ConfigError(problems) from exc
+    pairs, unsupported = [], []
+    for index, case in enumerate(matrix.cases):
+        for framework, raw_options in case.frameworks.items():
+            engine = ENGINES.get(framework)
+            if engine is None:
+                unsupported.append((case.id, framework))
+                continue
+            loc = ("cases", index, "frameworks", framework)
+            try:
+                options = engine.options.model_validate(raw_options)
+            except ValidationError as exc:
+                problems += [_problem(path.name, raw_cases, loc + tuple(e["loc"]), _describe(e)) for e in exc.errors()]
+                continue
+            pair = resolve(matrix, case, framework, options)
+            if problem := engine().gpu_problem(pair):
+                field = loc + ("num_gpus",) if options.num_gpus else ("cases", index, "num_gpus")
+                problems.append(_problem(path.name, raw_cases, field, f"{framework}: {problem}"))
+            pairs.append(pair)
+    frameworks = {fw for case in matrix.cases for fw in case.frameworks}
+    if matrix.baseline is not None and matrix.baseline not in frameworks:
+        problems.append(f"{path.name}: baseline: no case runs framework {matrix.baseline!r}")
+    if problems:
+        raise ConfigError(problems)
+    return CaseMatrix(path, matrix, tuple(pairs), tuple(unsupported))

@@ -1,0 +1,25 @@
+"""diffbench's own reference engine: a diffusers pipeline behind SGLang-Diffusion's API."""
+
+from __future__ import annotations
+
+import sys
+
+from diffbench.cases import Pair
+from diffbench.engines.base import ServerSpec
+from diffbench.engines.sglang import SGLangEngine
+
+
+class ReferenceEngine(SGLangEngine):
+    """`diffbench serve`: the same requests and perf dump as sglang, one device per server."""
+
+    name = "diffusers"
+    side_port_offsets = ()
+
+    def command(self, spec: ServerSpec) -> list[str]:
+        return [sys.executable, "-m", "diffbench", "serve", "--model", spec.model_path,
+                "--host", spec.host, "--port", str(spec.port), *spec.pair.options.serve_args]
+
+    def gpu_problem(self, pair: Pair) -> str | None:
+        if pair.num_gpus != 1:
+            return f"the diffusers reference engine runs on one device, but it gets {pair.num_gpus}"
+        return None

@@ -1,0 +1,85 @@
+"""The errors diffbench raises, each with the class stored next to a failed result.
+
+    DiffbenchError
+    ├── ConfigError (also ValueError)     "config"
+    ├── ServerError
+    │   ├── ServerExited                  "server_exit"
+    │   ├── OutOfMemory                   "oom"
+    │   └── NotReady                      "timeout"
+    ├── RequestFailed                     "http_error"
+    │   └── RequestTimeout                "request_timeout"
+    └── BadOutput                         "bad_output"
+
+`error_class` is the short string stored with a result; `retryable` says whether
+running the same step again can help.
+"""
+
+from __future__ import annotations
+
+
+class DiffbenchError(Exception):
+    """Base of every error diffbench raises on purpose."""
+
+    error_class = "internal"
+    retryable = False
+
+
+class ConfigError(DiffbenchError, ValueError):
+    """A case matrix that fails validation; `problems` holds one line per problem."""
+
+    error_class = "config"
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class ServerError(DiffbenchError):
+    """An inference server that could not serve; carries the tail of its log."""
+
+    def __init__(self, message: str, *, log_tail: str = "") -> None:
+        self.log_tail = log_tail
+        super().__init__(f"{message}\n--- server log tail ---\n{log_tail}" if log_tail else message)
+
+
+class ServerExited(ServerError):
+    """The server process ended while we needed it."""
+
+    error_class = "server_exit"
+    retryable = True
+
+
+class OutOfMemory(ServerError):
+    """The server reported running out of accelerator memory; retrying cannot help."""
+
+    error_class = "oom"
+
+
+class NotReady(ServerError):
+    """The server was alive but not ready before its deadline."""
+
+    error_class = "timeout"
+    retryable = True
+
+
+class RequestFailed(DiffbenchError):
+    """A request got no usable HTTP answer: connection error or an error status."""
+
+    error_class = "http_error"
+    retryable = True
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        self.status_code = status_code
+        super().__init__(message)
+
+
+class RequestTimeout(RequestFailed):
+    """A request did not finish before its deadline."""
+
+    error_class = "request_timeout"
+
+
+class BadOutput(DiffbenchError):
+    """The server answered, but with an output that is not what was asked for."""
+
+    error_class = "bad_output"

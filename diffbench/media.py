@@ -1,0 +1,104 @@
+"""Images and videos: the input image of image tasks, and decoding and checking outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import httpx
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from diffbench.errors import BadOutput, ConfigError
+
+GENERATED_SIZE = 512
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What an output turned out to be."""
+
+    width: int
+    height: int
+    num_frames: int
+    sha256: str
+
+
+def generated_image(size: int = GENERATED_SIZE) -> bytes:
+    """A deterministic, textured PNG, so image tasks need no network."""
+    y, x = np.mgrid[0:size, 0:size]
+    pixels = np.stack([x * 255 // size, y * 255 // size, ((x // 32 + y // 32) % 2) * 255], axis=-1)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def input_image(source: str | None, cache_dir: Path) -> bytes:
+    """The input image: a URL (downloaded once into `cache_dir`), a local file, or generated."""
+    if source is None:
+        return generated_image()
+    if not source.startswith(("http://", "https://")):
+        try:
+            return Path(source).expanduser().read_bytes()
+        except OSError as exc:
+            raise ConfigError([f"test_image_url: cannot read {source}: {exc.strerror}"]) from exc
+    cached = cache_dir / hashlib.sha256(source.encode()).hexdigest()
+    if not cached.exists():
+        try:
+            response = httpx.get(source, follow_redirects=True, timeout=60)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise ConfigError([f"test_image_url: cannot fetch {source}: {exc}"]) from exc
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        cached.write_bytes(response.content)
+    return cached.read_bytes()
+
+
+def decode_image(data: bytes) -> Decoded:
+    """Decode an image, refusing one that is unreadable or a single flat colour."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            pixels = np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise BadOutput(f"image does not decode: {exc}") from exc
+    if pixels.min() == pixels.max():
+        raise BadOutput(f"image is one constant colour ({int(pixels.min())})")
+    height, width = pixels.shape[:2]
+    return Decoded(width, height, 1, hashlib.sha256(data).hexdigest())
+
+
+def decode_video(data: bytes) -> Decoded:
+    """Decode every frame of a video container, refusing an empty or unreadable one."""
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    except (av.FFmpegError, ValueError, IndexError) as exc:
+        raise BadOutput(f"video does not decode: {exc}") from exc
+    if not frames:
+        raise BadOutput("video has no frames")
+    height, width = frames[0].shape[:2]
+    return Decoded(width, height, len(frames), hashlib.sha256(data).hexdigest())
+
+
+def check_shape(decoded: Decoded, width: int | None, height: int | None, num_frames: int | None) -> None:
+    """Raise BadOutput when the output's shape is not the one asked for (None: model default)."""
+    if width and height and (decoded.width, decoded.height) != (width, height):
+        raise BadOutput(f"output is {decoded.width}x{decoded.height}, asked for {width}x{height}")
+    if num_frames and decoded.num_frames != num_frames:
+        raise BadOutput(f"output has {decoded.num_frames} frames, asked for {num_frames}")
+
+
+def encode_video(frames: np.ndarray, fps: int) -> bytes:
+    """Encode uint8 frames (F, H, W, 3) as H.264 MP4."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return buffer.getvalue()

@@ -1,0 +1,96 @@
+"""What a run would do, per (case, framework), before anything is started."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from diffbench.config import CaseMatrix
+from diffbench.engines import ENGINES, ServerSpec
+
+PLAN_HOST, PLAN_PORT = "127.0.0.1", 30000
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One (case, framework) as it would be launched and asked."""
+
+    case: str
+    framework: str
+    runnable: bool
+    num_gpus: int
+    config_hash: str | None = None
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    endpoint: str | None = None
+    request: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _gpu_notes(matrix: CaseMatrix) -> dict[tuple[str, str], list[str]]:
+    """Flag frameworks of one case that get different GPU counts: an unfair comparison."""
+    notes: dict[tuple[str, str], list[str]] = {}
+    for case in matrix.matrix.cases:
+        counts = {p.framework: p.num_gpus for p in matrix.pairs if p.case.id == case.id}
+        if len(set(counts.values())) > 1:
+            spelled = ", ".join(f"{fw} {n}" for fw, n in counts.items())
+            for framework in counts:
+                notes[(case.id, framework)] = [f"GPU counts differ within this case ({spelled}): not like for like"]
+    return notes
+
+
+def build_plan(matrix: CaseMatrix, cases: list[str] | None = None, frameworks: list[str] | None = None) -> list[PlanRow]:
+    """Rows for the selected pairs, plus one row per framework that has no adapter."""
+    gpu_notes = _gpu_notes(matrix)
+    rows = []
+    for pair in matrix.select(cases, frameworks):
+        engine = ENGINES[pair.framework]()
+        spec = ServerSpec(pair, PLAN_HOST, PLAN_PORT, pair.model)
+        case = pair.case
+        request = {
+            "task": case.task, "size": case.size, "num_inference_steps": case.num_inference_steps,
+            "num_frames": case.num_frames, "fps": case.fps, "guidance_scale": case.guidance_scale,
+            "seed": case.seed, "warmup_requests": pair.warmup_requests, "measurement_repeats": pair.measurement_repeats,
+            "input_image": (matrix.matrix.test_image_url or "generated") if case.needs_image else None,
+            "extra": pair.request_extra or None,
+        }
+        rows.append(PlanRow(
+            case=case.id, framework=pair.framework, runnable=True, num_gpus=pair.num_gpus,
+            config_hash=pair.config_hash, argv=engine.command(spec), env=engine.environment(spec),
+            endpoint=engine.endpoint(pair), request={k: v for k, v in request.items() if v is not None},
+            notes=gpu_notes.get((case.id, pair.framework), []),
+        ))
+    for case_id, framework in matrix.unsupported:
+        if (cases is None or case_id in cases) and (frameworks is None or framework in frameworks):
+            case = next(c for c in matrix.matrix.cases if c.id == case_id)
+            rows.append(PlanRow(
+                case=case_id, framework=framework, runnable=False,
+                num_gpus=case.frameworks[framework].get("num_gpus", case.num_gpus),
+                notes=[f"no adapter for {framework!r} (have: {', '.join(sorted(ENGINES))}): kept, not run"],
+            ))
+    return rows
+
+
+def render(rows: list[PlanRow]) -> str:
+    """A plain-text plan, one block per (case, framework)."""
+    blocks = []
+    for row in rows:
+        lines = [f"{row.case} / {row.framework}" + ("" if row.runnable else "  [NOT RUN]")]
+        if row.runnable:
+            lines += [
+                f"  config hash  {row.config_hash}",
+                f"  gpus         {row.num_gpus}",
+                f"  argv         {' '.join(row.argv)}",
+                f"  env          {' '.join(f'{k}={v}' for k, v in row.env.items()) or '-'}",
+                f"  endpoint     {row.endpoint}",
+                f"  request      {', '.join(f'{k}={v}' for k, v in row.request.items())}",
+            ]
+        lines += [f"  note         {note}" for note in row.notes]
+        blocks.append("\n".join(lines))
+    runnable = sum(row.runnable for row in rows)
+    blocks.append(f"{runnable} runnable pair(s), {len(rows) - runnable} not run; "
+                  f"argv shows port {PLAN_PORT}, the launcher picks a free one")
+    return "\n\n".join(blocks)

@@ -1,0 +1,160 @@
+"""Runs one generation on a loaded diffusers pipeline and accounts for it like SGLang does."""
+
+from __future__ import annotations
+
+import inspect
+import io
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import AutoPipelineForImage2Image, DiffusionPipeline
+from PIL import Image
+
+import diffbench
+from diffbench import media, perf_dump
+from diffbench.reference.stage_clock import StageClock
+
+DEFAULT_FPS = 16
+EDIT_STRENGTH = 0.8
+
+
+class BadRequest(ValueError):
+    """A request this model cannot serve as asked; the server answers 400."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What the client asked for, already parsed."""
+
+    prompt: str
+    width: int | None = None
+    height: int | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int | None = None
+    negative_prompt: str | None = None
+    num_frames: int | None = None
+    fps: int | None = None
+    max_sequence_length: int | None = None
+    image: bytes | None = None
+    perf_dump_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    """An encoded output with the server-side account of it."""
+
+    content: bytes
+    inference_time_s: float
+    peak_memory_mb: float
+    perf: dict[str, Any]
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+class PipelineRunner:
+    """One pipeline on one device; `run` must not be called concurrently."""
+
+    def __init__(self, model_dir: str, device: str = "auto") -> None:
+        self.model = model_dir
+        self.device = pick_device(device)
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.pipeline = DiffusionPipeline.from_pretrained(model_dir, torch_dtype=dtype).to(self.device)
+        self.pipeline.set_progress_bar_config(disable=True)
+        self.is_video = "num_frames" in inspect.signature(self.pipeline.__call__).parameters
+        spatial = getattr(self.pipeline, "vae_scale_factor_spatial", None) or self.pipeline.vae_scale_factor
+        # Latents are packed or patchified 2x2, so sizes are multiples of twice the VAE factor.
+        self.size_multiple = int(spatial) * 2
+        self.frame_step = int(getattr(self.pipeline, "vae_scale_factor_temporal", 1))
+        self.clock = StageClock(self.pipeline, self.device)
+        self._edit_pipeline: Any = None
+
+    def _edit(self) -> Any:
+        if self.is_video:
+            raise BadRequest(f"model {self.model} generates video and takes no input image")
+        if self._edit_pipeline is None:
+            try:
+                self._edit_pipeline = AutoPipelineForImage2Image.from_pipe(self.pipeline)
+            except ValueError as exc:
+                raise BadRequest(f"model {self.model} has no image-to-image variant: {exc}") from exc
+            self._edit_pipeline.set_progress_bar_config(disable=True)
+        return self._edit_pipeline
+
+    def check(self, request: Generation, video: bool) -> None:
+        """Refuse, before any work, what this model cannot produce."""
+        if video != self.is_video:
+            kind = "video" if self.is_video else "image"
+            raise BadRequest(f"model {self.model} generates {kind}; use the {kind} endpoint")
+        for name, value in (("width", request.width), ("height", request.height)):
+            if value is not None and value % self.size_multiple:
+                raise BadRequest(f"{name} {value} is not a multiple of {self.size_multiple}")
+        if request.num_frames is not None and (request.num_frames - 1) % self.frame_step:
+            raise BadRequest(f"num_frames {request.num_frames} must be {self.frame_step}k+1")
+        if video and request.image is not None:
+            raise BadRequest(f"model {self.model} is text-to-video and takes no input image")
+
+    def _arguments(self, request: Generation) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "prompt": request.prompt,
+            "width": request.width,
+            "height": request.height,
+            "num_inference_steps": request.num_inference_steps,
+            "guidance_scale": request.guidance_scale,
+            "negative_prompt": request.negative_prompt,
+            "max_sequence_length": request.max_sequence_length,
+        }
+        if self.is_video:
+            arguments |= {"num_frames": request.num_frames, "output_type": "np"}
+        if request.seed is not None:
+            arguments["generator"] = torch.Generator(device="cpu").manual_seed(request.seed)
+        return {k: v for k, v in arguments.items() if v is not None}
+
+    def run(self, request: Generation) -> Result:
+        """Generate, encode, and write the perf dump if one was asked for."""
+        pipeline, arguments = self.pipeline, self._arguments(request)
+        if request.image is not None:
+            pipeline = self._edit()
+            arguments |= {"image": Image.open(io.BytesIO(request.image)).convert("RGB"), "strength": EDIT_STRENGTH}
+        accepted = inspect.signature(pipeline.__call__).parameters
+        arguments = {k: v for k, v in arguments.items() if k in accepted}
+        self.clock.reset()
+        started = self.clock.now()
+        output = pipeline(**arguments, callback_on_step_end=self.clock.step_end_callback())
+        total_s = self.clock.now() - started
+        content = self._encode(output, request.fps or DEFAULT_FPS)
+        perf = self._perf_document(total_s)
+        if request.perf_dump_path:
+            perf_dump.write_atomic(Path(request.perf_dump_path), perf)
+        peak = max(c["peak_allocated_mb"] for c in perf["memory_checkpoints"].values())
+        return Result(content, total_s, peak, perf)
+
+    def _encode(self, output: Any, fps: int) -> bytes:
+        if self.is_video:
+            frames = (np.clip(output.frames[0], 0, 1) * 255).round().astype(np.uint8)
+            return media.encode_video(frames, fps)
+        buffer = io.BytesIO()
+        output.images[0].save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def _perf_document(self, total_s: float) -> dict[str, Any]:
+        clock = self.clock
+        return {
+            "timestamp": time.time(),
+            "request_id": uuid.uuid4().hex,
+            "commit_hash": f"diffbench-{diffbench.__version__}",
+            "tag": perf_dump.TAG,
+            "total_duration_ms": total_s * 1000,
+            "steps": [{"name": name, "duration_ms": ms} for name, ms in clock.stage_ms.items()],
+            "denoise_steps_ms": [{"step": i, "duration_ms": ms} for i, ms in enumerate(clock.step_ms)],
+            "memory_checkpoints": clock.checkpoints,
+            "meta": {"model": self.model, "device": str(self.device)},
+        }

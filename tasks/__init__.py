@@ -1,0 +1,1 @@
+"""Prefect tasks: one step of a benchmark case each, calling into diffbench/."""

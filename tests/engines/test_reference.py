@@ -1,0 +1,42 @@
+"""The reference engine's adapter: our own server, sglang's requests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_pair, make_spec
+from diffbench.engines import ENGINES
+from diffbench.engines.reference import ReferenceEngine
+from diffbench.engines.sglang import SGLangEngine
+
+ENGINE = ReferenceEngine()
+
+
+def test_argv_runs_diffbench_serve_with_this_python() -> None:
+    pair = make_pair("diffusers", model="/models/tiny-flux", frameworks={"diffusers": {"serve_args": "--device cpu"}})
+    assert ENGINE.command(make_spec(pair, port=31000)) == [
+        sys.executable, "-m", "diffbench", "serve", "--model", "/models/tiny-flux",
+        "--host", "127.0.0.1", "--port", "31000", "--device", "cpu"]
+    assert ENGINE.side_port_offsets == ()
+
+
+def test_one_device_only() -> None:
+    assert ENGINE.gpu_problem(make_pair("diffusers")) is None
+    assert "one device" in ENGINE.gpu_problem(make_pair("diffusers", num_gpus=2))
+
+
+@pytest.mark.parametrize("task", ["text-to-image", "image-edit", "text-to-video", "image-to-video",
+                                  "text-image-to-video"])
+def test_requests_are_sglangs(task: str) -> None:
+    image = b"png" if task != "text-to-image" and task != "text-to-video" else None
+    ours = ENGINE.request(make_spec(make_pair("diffusers", task=task, seed=1)), image, Path("/d.json"))
+    theirs = SGLangEngine().request(make_spec(make_pair("sglang", task=task, seed=1)), image, Path("/d.json"))
+    assert ours == theirs
+
+
+def test_engines_are_found_by_module() -> None:
+    assert {name: type(engine()).__name__ for name, engine in ENGINES.items()} == {
+        "sglang": "SGLangEngine", "vllm-omni": "VllmOmniEngine", "diffusers": "ReferenceEngine"}
