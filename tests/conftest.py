@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,8 @@ from diffbench.engines import ENGINES, ServerSpec
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 SGLANG_CONFIGS = sorted((REFERENCE / "sglang" / "configs").glob("*.json"))
+if not SGLANG_CONFIGS:
+    raise RuntimeError(f"the sglang reference files are missing: expected them under {REFERENCE}")
 
 
 def make_pair(framework: str = "sglang", matrix: dict | None = None, **case: object) -> Pair:
@@ -52,3 +57,24 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def case_of(**fields: object) -> Case:
     return Case.model_validate({"id": "c", "model": "m", "task": "text-to-image", "frameworks": {"sglang": {}}} | fields)
+
+
+@contextmanager
+def serve_in_thread(app: object) -> Iterator[str]:
+    """Run an ASGI app with uvicorn in a thread; yield its base URL."""
+    import uvicorn
+
+    from diffbench.launcher import free_port
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

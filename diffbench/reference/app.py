@@ -63,11 +63,11 @@ async def _read(request: Request, file_field: str) -> tuple[GenerationBody, byte
     """Parse a JSON or multipart body; multipart may carry the input image."""
     image = None
     if request.headers.get("content-type", "").startswith("multipart/"):
-        form = await request.form()
-        fields = {k: v for k, v in form.items() if not isinstance(v, UploadFile)}
-        upload = form.get(file_field) or form.get(f"{file_field}[]")
-        if isinstance(upload, UploadFile):
-            image = await upload.read()
+        async with request.form() as form:
+            fields = {k: v for k, v in form.items() if not isinstance(v, UploadFile)}
+            upload = form.get(file_field) or form.get(f"{file_field}[]")
+            if isinstance(upload, UploadFile):
+                image = await upload.read()
     else:
         try:
             fields = await request.json()

@@ -68,7 +68,7 @@ class PipelineRunner:
         self.model = model_dir
         self.device = pick_device(device)
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.pipeline = DiffusionPipeline.from_pretrained(model_dir, torch_dtype=dtype).to(self.device)
+        self.pipeline = DiffusionPipeline.from_pretrained(model_dir, dtype=dtype).to(self.device)
         self.pipeline.set_progress_bar_config(disable=True)
         self.is_video = "num_frames" in inspect.signature(self.pipeline.__call__).parameters
         spatial = getattr(self.pipeline, "vae_scale_factor_spatial", None) or self.pipeline.vae_scale_factor

@@ -1,0 +1,128 @@
+"""The HTTP client against scripted server answers: each failure gets its class."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Callable
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffbench import media
+from diffbench.client import POLL_FIRST_S, POLL_MAX_S, Request, send
+from diffbench.errors import BadOutput, RequestFailed, RequestTimeout
+
+IMAGE_REQUEST = Request("/v1/images/generations", "image", json={"prompt": "x"})
+VIDEO_REQUEST = Request("/v1/videos", "video", "poll", json={"prompt": "x"})
+
+
+def png(pixels: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.Client:
+    return httpx.Client(base_url="http://server", transport=httpx.MockTransport(handler))
+
+
+def answer(status: int = 200, **kwargs: object) -> httpx.Client:
+    return client(lambda request: httpx.Response(status, **kwargs))
+
+
+def test_image_is_decoded_and_timed() -> None:
+    pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3))
+    output = send(answer(json={"data": [{"b64_json": png(pixels)}], "inference_time_s": 0.5}), IMAGE_REQUEST, 5)
+    assert (output.decoded.width, output.decoded.height, output.decoded.num_frames) == (64, 48, 1)
+    assert output.body["inference_time_s"] == 0.5 and output.client_latency_s > 0
+
+
+@pytest.mark.parametrize(
+    ("http", "error", "error_class", "text"),
+    [
+        (answer(500, json={"error": {"message": "CUDA error"}}), RequestFailed, "http_error", "HTTP 500"),
+        (answer(200, content=b"<html>"), BadOutput, "bad_output", "not JSON"),
+        (answer(200, json={"data": []}), BadOutput, "bad_output", "no base64 image"),
+        (answer(200, json={"data": [{"b64_json": "%%%"}]}), BadOutput, "bad_output", "no base64 image"),
+        (answer(200, json={"data": [{"b64_json": base64.b64encode(b"junk").decode()}]}), BadOutput, "bad_output",
+         "does not decode"),
+        (answer(200, json={"data": [{"b64_json": png(np.full((8, 8, 3), 7))}]}), BadOutput, "bad_output",
+         "one constant colour"),
+        (answer(200, json=[1, 2]), BadOutput, "bad_output", "not a JSON object"),
+    ],
+    ids=["500", "not-json", "no-image", "bad-base64", "not-an-image", "constant", "json-list"],
+)
+def test_bad_answers(http: httpx.Client, error: type, error_class: str, text: str) -> None:
+    with pytest.raises(error) as caught:
+        send(http, IMAGE_REQUEST, 5)
+    assert caught.value.error_class == error_class and text in str(caught.value)
+
+
+def test_connection_errors_and_timeouts_are_translated() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    def stall(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    with pytest.raises(RequestFailed, match="ConnectError"):
+        send(client(refuse), IMAGE_REQUEST, 5)
+    with pytest.raises(RequestTimeout) as caught:
+        send(client(stall), IMAGE_REQUEST, 5)
+    assert caught.value.error_class == "request_timeout"
+
+
+def video_server(statuses: list[str], final: dict | None = None) -> tuple[httpx.Client, list[str]]:
+    """A server whose job goes through `statuses`; records the paths asked for."""
+    asked: list[str] = []
+    video = media.encode_video(np.random.default_rng(1).integers(0, 255, (5, 16, 16, 3), dtype=np.uint8), 8)
+    remaining = list(statuses)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        asked.append(f"{request.method} {request.url.path}")
+        if request.method == "POST":
+            return httpx.Response(200, json={"id": "v1", "status": "queued"})
+        if request.url.path.endswith("/content"):
+            return httpx.Response(200, content=video)
+        status = remaining.pop(0) if remaining else "completed"
+        return httpx.Response(200, json={"id": "v1", "status": status} | (final or {}))
+
+    return client(handle), asked
+
+
+def test_video_is_polled_with_backoff_then_downloaded() -> None:
+    http, asked = video_server(["processing"] * 6 + ["completed"], {"inference_time_s": 1.0})
+    output = send(http, VIDEO_REQUEST, 10)
+    assert asked[0] == "POST /v1/videos" and asked[-1] == "GET /v1/videos/v1/content"
+    assert asked.count("GET /v1/videos/v1") == 7
+    assert output.decoded.num_frames == 5 and output.body["inference_time_s"] == 1.0
+    waits = [POLL_FIRST_S * 1.5**i for i in range(7)]
+    assert output.poll_bound_s == pytest.approx(min(waits[-1], POLL_MAX_S))
+
+
+def test_failed_video_job_carries_the_server_message() -> None:
+    http, _ = video_server(["failed"], {"error": {"message": "OOM in VAE"}})
+    with pytest.raises(RequestFailed, match="OOM in VAE"):
+        send(http, VIDEO_REQUEST, 10)
+
+
+def test_video_job_past_its_deadline_times_out() -> None:
+    http, _ = video_server(["processing"] * 1000)
+    with pytest.raises(RequestTimeout, match="still 'processing'"):
+        send(http, VIDEO_REQUEST, 0.3)
+
+
+def test_sync_video_needs_no_polling() -> None:
+    video = media.encode_video(np.random.default_rng(2).integers(0, 255, (9, 16, 16, 3), dtype=np.uint8), 8)
+    http = answer(200, content=video, headers={"x-inference-time-s": "0.7"})
+    output = send(http, Request("/v1/videos/sync", "video", "sync", data={"prompt": "x"}), 5)
+    assert (output.decoded.num_frames, output.poll_bound_s, output.headers["x-inference-time-s"]) == (9, 0.0, "0.7")
+
+
+def test_job_without_id_is_bad_output() -> None:
+    with pytest.raises(BadOutput, match="no job id"):
+        send(answer(200, content=json.dumps({"status": "queued"}).encode()), VIDEO_REQUEST, 5)

@@ -1,0 +1,118 @@
+"""Launching and watching servers: exits, OOMs, deadlines, deaths mid-request, clean stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_pair
+from diffbench.engines import ServerSpec
+from diffbench.engines.reference import ReferenceEngine
+from diffbench.errors import NotReady, OutOfMemory, ServerExited
+from diffbench.launcher import Server, free_port
+
+
+class ScriptEngine(ReferenceEngine):
+    """The reference engine's API, but the server is a Python script of the test's choosing."""
+
+    name = "script-under-test"
+
+    def __init__(self, script: str) -> None:
+        self.script = script
+
+    def command(self, spec: ServerSpec) -> list[str]:
+        return [sys.executable, "-c", self.script]
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for whichever process reaps it here)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return False
+        if state == "Z":
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def start(engine: ReferenceEngine, tmp_path: Path, model: str = "m", **deadlines: float) -> Server:
+    pair = make_pair("diffusers", model=model, deadlines=deadlines or None)
+    return Server.start(engine, ServerSpec(pair, "127.0.0.1", free_port(), model), tmp_path)
+
+
+def test_exit_at_start_is_reported_at_once_with_the_log_tail(tmp_path: Path) -> None:
+    engine = ScriptEngine("import sys; print('loading weights'); print('ValueError: no such flag'); sys.exit(3)")
+    started = time.monotonic()
+    with start(engine, tmp_path, ready_s=120) as server, pytest.raises(ServerExited) as caught:
+        server.wait_ready()
+    assert time.monotonic() - started < 60, "must not wait for the readiness deadline"
+    error = caught.value
+    assert (error.error_class, error.retryable) == ("server_exit", True)
+    assert "exited with code 3" in str(error) and "no such flag" in error.log_tail
+
+
+def test_oom_line_fails_fast_even_if_the_process_lives(tmp_path: Path) -> None:
+    script = ("import time; print('torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB', "
+              "flush=True); time.sleep(120)")
+    with start(ScriptEngine(script), tmp_path, ready_s=120) as server, pytest.raises(OutOfMemory) as caught:
+        server.wait_ready()
+    assert caught.value.error_class == "oom" and not caught.value.retryable
+    assert "Tried to allocate 2.00 GiB" in str(caught.value)
+
+
+def test_never_ready_is_a_timeout_at_the_configured_deadline(tmp_path: Path) -> None:
+    with start(ScriptEngine("import time; time.sleep(120)"), tmp_path, ready_s=0.5) as server:
+        with pytest.raises(NotReady) as caught:
+            server.wait_ready()
+    assert caught.value.error_class == "timeout"
+    assert "not ready after 0.5 s: not answering" in str(caught.value)
+
+
+def test_stop_ends_the_whole_process_group(tmp_path: Path) -> None:
+    child_pid_file = tmp_path / "child.pid"
+    script = ("import subprocess, sys, time; "
+              "child = subprocess.Popen(['sleep', '300']); "
+              f"open({str(child_pid_file)!r}, 'w').write(str(child.pid)); time.sleep(300)")
+    server = start(ScriptEngine(script), tmp_path)
+    while not child_pid_file.exists() or not child_pid_file.read_text():
+        time.sleep(0.02)
+    child = int(child_pid_file.read_text())
+    assert (tmp_path / "server.pid").exists()
+    server.stop()
+    assert server.process.poll() is not None
+    assert not running(child)
+    assert not (tmp_path / "server.pid").exists()
+
+
+def test_server_killed_mid_request_is_detected(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    model = str(tiny_models["flux"])
+    pair = make_pair("diffusers", model=model, width=256, height=256, num_inference_steps=1000,
+                     frameworks={"diffusers": {"serve_args": "--device cpu"}})
+    engine = ReferenceEngine()
+    with Server.start(engine, ServerSpec(pair, "127.0.0.1", free_port(), model), tmp_path) as server:
+        server.wait_ready(deadline_s=120)
+        killer = threading.Timer(1.0, os.kill, (server.process.pid, signal.SIGKILL))
+        killer.start()
+        started = time.monotonic()
+        with pytest.raises(ServerExited) as caught:
+            server.generate(None)
+        killer.join()
+    assert "exited with code -9" in str(caught.value)
+    assert time.monotonic() - started < 30
+
+
+def test_free_port_keeps_side_ports_free() -> None:
+    port = free_port((5, 55))
+    for offset in (0, 5, 55):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port + offset))

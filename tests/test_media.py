@@ -1,0 +1,61 @@
+"""Input images and output checks."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffbench import media
+from diffbench.errors import BadOutput, ConfigError
+
+
+def test_generated_image_is_deterministic_and_textured() -> None:
+    data = media.generated_image(64)
+    assert data == media.generated_image(64)
+    assert (media.decode_image(data).width, media.decode_image(data).height) == (64, 64)
+
+
+def test_local_image_is_read(tmp_path: Path) -> None:
+    (tmp_path / "cat.png").write_bytes(media.generated_image(32))
+    assert media.input_image(str(tmp_path / "cat.png"), tmp_path / "cache") == media.generated_image(32)
+    with pytest.raises(ConfigError, match="test_image_url: cannot read"):
+        media.input_image(str(tmp_path / "dog.png"), tmp_path / "cache")
+
+
+def test_url_is_fetched_once_and_cached(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "cat.png").write_bytes(media.generated_image(16))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "site"))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/cat.png"
+    try:
+        first = media.input_image(url, tmp_path / "cache")
+        with pytest.raises(ConfigError, match="cannot fetch"):
+            media.input_image(url.replace("cat", "dog"), tmp_path / "cache")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert first == media.generated_image(16)
+    assert media.input_image(url, tmp_path / "cache") == first  # the server is gone: from the cache
+
+
+def test_video_round_trip_and_shape_checks() -> None:
+    frames = np.random.default_rng(0).integers(0, 255, (9, 32, 48, 3), dtype=np.uint8)
+    decoded = media.decode_video(media.encode_video(frames, 8))
+    assert (decoded.width, decoded.height, decoded.num_frames) == (48, 32, 9)
+    media.check_shape(decoded, 48, 32, 9)
+    media.check_shape(decoded, None, None, None)
+    with pytest.raises(BadOutput, match="output is 48x32, asked for 64x32"):
+        media.check_shape(decoded, 64, 32, 9)
+    with pytest.raises(BadOutput, match="output has 9 frames, asked for 17"):
+        media.check_shape(decoded, 48, 32, 17)
+    with pytest.raises(BadOutput, match="video does not decode"):
+        media.decode_video(b"not a video")

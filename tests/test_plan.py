@@ -1,0 +1,77 @@
+"""`diffbench plan`: every shared config plans; mismatches and unknown frameworks show."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SGLANG_CONFIGS
+from diffbench.cli import main
+from diffbench.config import load_matrix
+from diffbench.plan import build_plan, render
+
+CROSS = next(p for p in SGLANG_CONFIGS if "cross-framework" in p.name)
+
+
+@pytest.mark.parametrize("path", SGLANG_CONFIGS, ids=lambda p: p.name[:40])
+def test_every_shared_config_plans(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--config", str(path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    raw = json.loads(path.read_text())
+    assert len(rows) == sum(len(c["frameworks"]) for c in raw["cases"])
+    for row in filter(lambda r: r["runnable"], rows):
+        assert row["argv"][:2] in (["sglang", "serve"], ["vllm", "serve"])
+        assert len(row["config_hash"]) == 16 and row["endpoint"].startswith("/v1/")
+
+
+def test_gpu_mismatch_within_a_case_is_shown() -> None:
+    rows = build_plan(load_matrix(CROSS), cases=["wan22_t2v_a14b_720p"])
+    by_framework = {row.framework: row for row in rows}
+    assert (by_framework["sglang"].num_gpus, by_framework["vllm-omni"].num_gpus) == (4, 1)
+    for framework in ("sglang", "vllm-omni"):
+        assert by_framework[framework].notes == [
+            "GPU counts differ within this case (sglang 4, vllm-omni 1): not like for like"]
+    assert not by_framework["lightx2v"].runnable
+    assert "no adapter for 'lightx2v'" in by_framework["lightx2v"].notes[0]
+    assert build_plan(load_matrix(CROSS), cases=["flux1_dev_t2i_1024"])[0].notes == []
+
+
+def test_text_plan_shows_every_part() -> None:
+    text = render(build_plan(load_matrix(CROSS), cases=["wan22_i2v_a14b_720p"], frameworks=["sglang", "lightx2v"]))
+    assert "wan22_i2v_a14b_720p / sglang" in text and "wan22_i2v_a14b_720p / lightx2v  [NOT RUN]" in text
+    for label in ("config hash", "gpus         4", "argv         sglang serve", "endpoint     /v1/videos",
+                  "request      task=image-to-video, size=1280x720, num_frames=81"):
+        assert label in text
+    assert "input_image=https://huggingface.co/" in text
+    assert text.endswith("1 runnable pair(s), 1 not run; argv shows port 30000, the launcher picks a free one")
+
+
+def test_filters_select_cases_and_frameworks(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--config", str(CROSS), "--cases", "qwen_image_edit_2511", "--frameworks", "vllm-omni",
+                 "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["case"], row["framework"], row["endpoint"]) == ("qwen_image_edit_2511", "vllm-omni",
+                                                                "/v1/images/edits")
+
+
+def test_invalid_config_exits_non_zero_with_every_problem(tmp_path: Path) -> None:
+    config = tmp_path / "nightly.yaml"
+    config.write_text("cases:\n  - {id: flux, model: m, task: text-to-image, num_inference_steps: -2,"
+                      " width: 0, frameworks: {sglang: {}}}\n")
+    result = subprocess.run([sys.executable, "-m", "diffbench", "plan", "--config", str(config)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "invalid configuration:",
+        "  nightly.yaml: case 'flux': width: must be > 0 (got 0)",
+        "  nightly.yaml: case 'flux': num_inference_steps: must be > 0 (got -2)",
+    ]
+
+
+def test_unknown_case_selection_exits_non_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--config", str(CROSS), "--cases", "nope"]) == 2
+    assert "no case 'nope'" in capsys.readouterr().err
