@@ -70,6 +70,7 @@ class Sample:
     height: int
     num_frames: int
     poll_bound_s: float | None
+    perf_dump_path: str | None = None
     perf_dump_missing: bool = False
 
 

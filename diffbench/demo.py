@@ -37,7 +37,7 @@ def run(workdir: Path) -> None:
         image = media.input_image(matrix.matrix.test_image_url, workdir / "cache") if pair.case.needs_image else None
         with Server.start(engine, spec, workdir / "runs" / pair.case.id / pair.framework) as server:
             ready_s = server.wait_ready()
-            sample = server.generate(image)
+            sample = engine.with_perf_dump(server.generate(image))
         stages = ", ".join(f"{name} {ms:.1f} ms" for name, ms in sample.stage_ms.items())
         shape = f"{sample.width}x{sample.height}" + (f"x{sample.num_frames}f" if pair.case.is_video else "")
         print(f"{pair.case.id} on {pair.framework}: ready in {ready_s:.1f} s, output {shape}")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
 
-from diffbench import client
+from diffbench import client, perf_dump
 from diffbench.cases import FrameworkOptions, Pair
 from diffbench.media import check_shape
 
@@ -116,19 +116,39 @@ class Engine:
         """The request for one sample of `spec.pair`."""
         raise NotImplementedError(f"{type(self).__name__}.request")
 
-    def server_timing(self, output: client.Output, perf_dump_path: Path | None) -> client.ServerTiming:
-        """The server's own timings for a request that produced `output`."""
+    def server_timing(self, output: client.Output) -> client.ServerTiming:
+        """The server's own timings for a request, as its response reports them."""
         raise NotImplementedError(f"{type(self).__name__}.server_timing")
 
+    def read_perf_dump(self, path: Path) -> perf_dump.PerfDump | None:
+        """The perf dump written for one request, or None if it never appeared."""
+        raise NotImplementedError(f"{type(self).__name__}.read_perf_dump")
+
+    def with_perf_dump(self, sample: client.Sample) -> client.Sample:
+        """`sample` with the server timings of its perf dump, or marked as missing one."""
+        if sample.perf_dump_path is None:
+            return sample
+        dump = self.read_perf_dump(Path(sample.perf_dump_path))
+        if dump is None:
+            return replace(sample, perf_dump_missing=True)
+        return replace(
+            sample, server_latency_s=dump.total_ms / 1000, server_latency_source="perf_dump",
+            stage_ms=dump.stage_ms, denoise_step_ms=dump.denoise_step_ms,
+            peak_memory_mb=dump.peak_memory_mb or sample.peak_memory_mb, perf_dump_missing=False,
+        )
+
     def generate(self, http: httpx.Client, spec: ServerSpec, image: bytes | None, workdir: Path) -> client.Sample:
-        """Send one request for `spec.pair` and return its measured sample."""
+        """Send one request for `spec.pair` and return its sample, timed as the response reports it.
+
+        Engines with a perf dump leave its path in the sample; `with_perf_dump` reads it later.
+        """
         pair = spec.pair
         dump = workdir / f"perf-{uuid.uuid4().hex}.json" if self.uses_perf_dump else None
         output = client.send(http, self.request(spec, image, dump), pair.deadlines.request_s)
         case = pair.case
         frames = case.num_frames if case.is_video else None
         check_shape(output.decoded, case.width, case.height, frames)
-        timing = self.server_timing(output, dump)
+        timing = self.server_timing(output)
         return client.Sample(
             client_latency_s=output.client_latency_s,
             server_latency_s=timing.latency_s,
@@ -141,5 +161,5 @@ class Engine:
             height=output.decoded.height,
             num_frames=output.decoded.num_frames,
             poll_bound_s=output.poll_bound_s,
-            perf_dump_missing=self.uses_perf_dump and timing.source != "perf_dump",
+            perf_dump_path=str(dump) if dump else None,
         )

@@ -103,17 +103,11 @@ class SGLangEngine(Engine):
         )
 
     def read_perf_dump(self, path: Path) -> perf_dump.PerfDump | None:
-        """The perf dump the server wrote for one request, if it appears in time."""
         return perf_dump.read(path, PERF_DUMP_WAIT_S)
 
-    def server_timing(self, output: client.Output, perf_dump_path: Path | None) -> client.ServerTiming:
+    def server_timing(self, output: client.Output) -> client.ServerTiming:
         body = output.body
         peak = body.get("peak_memory_mb")
-        dump = self.read_perf_dump(perf_dump_path) if perf_dump_path else None
-        if dump is not None:
-            return client.ServerTiming(
-                dump.total_ms / 1000, "perf_dump", dump.stage_ms, dump.denoise_step_ms, dump.peak_memory_mb or peak
-            )
         if body.get("inference_time_s") is not None:
             return client.ServerTiming(float(body["inference_time_s"]), "response", peak_memory_mb=peak)
         return client.ServerTiming(peak_memory_mb=peak)

@@ -63,7 +63,7 @@ class VllmOmniEngine(Engine):
             return client.Request(path, "image", data=form_fields(fields), files={"image": image_part(image)})
         return client.Request(path, "image", json=fields)
 
-    def server_timing(self, output: client.Output, perf_dump_path: Path | None) -> client.ServerTiming:
+    def server_timing(self, output: client.Output) -> client.ServerTiming:
         if output.headers.get("x-inference-time-s") is not None:
             headers = output.headers
             stages = json.loads(headers.get("x-stage-durations") or "{}")

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import SGLANG_CONFIGS, make_pair, make_spec
 from diffbench import perf_dump
-from diffbench.client import Output
+from diffbench.client import Output, Sample
 from diffbench.config import load_matrix
 from diffbench.engines.sglang import SGLangEngine
 from diffbench.media import Decoded
@@ -130,6 +130,13 @@ def _output(body: dict) -> Output:
     return Output(1.5, Decoded(64, 64, 1, "0" * 64), body, {}, None)
 
 
+def _sample(dump_path: Path | None, **fields: object) -> Sample:
+    base = dict(client_latency_s=1.5, server_latency_s=1.3, server_latency_source="response", stage_ms={},
+                denoise_step_ms=(), peak_memory_mb=5.0, output_sha256="0", width=64, height=64, num_frames=1,
+                poll_bound_s=None, perf_dump_path=str(dump_path) if dump_path else None)
+    return Sample(**(base | fields))
+
+
 def test_timings_come_from_the_perf_dump(tmp_path: Path) -> None:
     dump = tmp_path / "dump.json"
     perf_dump.write_atomic(dump, {
@@ -140,14 +147,21 @@ def test_timings_come_from_the_perf_dump(tmp_path: Path) -> None:
         "memory_checkpoints": {"after": {"allocated_mb": 1, "reserved_mb": 2, "peak_allocated_mb": 900.0,
                                          "peak_reserved_mb": 1000.0}},
     })
-    timing = ENGINE.server_timing(_output({"inference_time_s": 1.3}), dump)
-    assert (timing.latency_s, timing.source, timing.peak_memory_mb) == (1.2, "perf_dump", 900.0)
-    assert timing.stage_ms == {"FluxTextEncodingStage": 100.0, "DenoisingStage": 1000.0}
-    assert timing.denoise_step_ms == (490.0, 510.0)
+    sample = ENGINE.with_perf_dump(_sample(dump))
+    assert (sample.server_latency_s, sample.server_latency_source, sample.peak_memory_mb) == (1.2, "perf_dump", 900.0)
+    assert sample.stage_ms == {"FluxTextEncodingStage": 100.0, "DenoisingStage": 1000.0}
+    assert sample.denoise_step_ms == (490.0, 510.0) and not sample.perf_dump_missing
+    assert sample.client_latency_s == 1.5  # the client's clock is never replaced
 
 
-def test_missing_perf_dump_falls_back_to_the_response(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_perf_dump_keeps_the_response_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("diffbench.engines.sglang.PERF_DUMP_WAIT_S", 0.05)
-    timing = ENGINE.server_timing(_output({"inference_time_s": 1.3, "peak_memory_mb": 5.0}), tmp_path / "none.json")
+    sample = ENGINE.with_perf_dump(_sample(tmp_path / "none.json"))
+    assert (sample.server_latency_s, sample.server_latency_source, sample.perf_dump_missing) == (1.3, "response", True)
+    assert ENGINE.with_perf_dump(_sample(None)) == _sample(None)
+
+
+def test_response_timings() -> None:
+    timing = ENGINE.server_timing(_output({"inference_time_s": 1.3, "peak_memory_mb": 5.0}))
     assert (timing.latency_s, timing.source, timing.peak_memory_mb) == (1.3, "response", 5.0)
-    assert ENGINE.server_timing(_output({}), tmp_path / "none.json").source == "none"
+    assert ENGINE.server_timing(_output({})).source == "none"

@@ -62,13 +62,13 @@ def test_video_uses_the_sync_endpoint_as_multipart(task: str) -> None:
 def test_timings_from_sync_video_headers() -> None:
     headers = {"x-inference-time-s": "12.5", "x-stage-durations": json.dumps({"diffusion": 12.0}),
                "x-peak-memory-mb": "30000"}
-    timing = ENGINE.server_timing(Output(13.0, Decoded(8, 8, 9, ""), {}, headers, 0.0), None)
+    timing = ENGINE.server_timing(Output(13.0, Decoded(8, 8, 9, ""), {}, headers, 0.0))
     assert (timing.latency_s, timing.source, timing.stage_ms, timing.peak_memory_mb) == (
         12.5, "response", {"diffusion": 12000.0}, 30000.0)
 
 
 def test_timings_from_image_metrics() -> None:
     body = {"metrics": {"inference_time_s": 2.0, "stage_durations": {"vae": 0.25}, "peak_memory_mb": 100}}
-    timing = ENGINE.server_timing(Output(2.1, Decoded(8, 8, 1, ""), body, {}, None), None)
+    timing = ENGINE.server_timing(Output(2.1, Decoded(8, 8, 1, ""), body, {}, None))
     assert (timing.latency_s, timing.stage_ms, timing.peak_memory_mb) == (2.0, {"vae": 250.0}, 100.0)
-    assert ENGINE.server_timing(Output(2.1, Decoded(8, 8, 1, ""), {}, {}, None), None).source == "none"
+    assert ENGINE.server_timing(Output(2.1, Decoded(8, 8, 1, ""), {}, {}, None)).source == "none"

@@ -43,7 +43,7 @@ def test_health_and_models(flux: tuple[httpx.Client, str]) -> None:
 def test_text_to_image_sample_and_perf_dump(flux: tuple[httpx.Client, str], tmp_path: Path) -> None:
     http, model = flux
     pair = make_pair("diffusers", model=model, width=64, height=48, num_inference_steps=4, seed=1)
-    sample = ENGINE.generate(http, make_spec(pair), None, tmp_path)
+    sample = ENGINE.with_perf_dump(ENGINE.generate(http, make_spec(pair), None, tmp_path))
     assert (sample.width, sample.height, sample.num_frames) == (64, 48, 1)
     assert sample.server_latency_source == "perf_dump" and not sample.perf_dump_missing
     assert len(sample.denoise_step_ms) == 4
@@ -79,7 +79,7 @@ def test_response_carries_time_and_memory(flux: tuple[httpx.Client, str]) -> Non
 def test_image_edit(flux: tuple[httpx.Client, str], tmp_path: Path) -> None:
     http, model = flux
     pair = make_pair("diffusers", model=model, task="image-edit", width=64, height=64, num_inference_steps=5)
-    sample = ENGINE.generate(http, make_spec(pair), media.generated_image(), tmp_path)
+    sample = ENGINE.with_perf_dump(ENGINE.generate(http, make_spec(pair), media.generated_image(), tmp_path))
     assert (sample.width, sample.height) == (64, 64)
     assert len(sample.denoise_step_ms) == 4  # img2img runs strength (0.8) x 5 steps
 
@@ -121,7 +121,7 @@ def test_text_to_video_sample(wan: tuple[httpx.Client, str], tmp_path: Path) -> 
     http, model = wan
     pair = make_pair("diffusers", model=model, task="text-to-video", width=64, height=32, num_frames=9, fps=8,
                      num_inference_steps=3, seed=3)
-    sample = ENGINE.generate(http, make_spec(pair), None, tmp_path)
+    sample = ENGINE.with_perf_dump(ENGINE.generate(http, make_spec(pair), None, tmp_path))
     assert (sample.width, sample.height, sample.num_frames) == (64, 32, 9)
     assert len(sample.denoise_step_ms) == 3 and sample.server_latency_source == "perf_dump"
     assert 0 < sample.poll_bound_s <= POLL_MAX_S
