@@ -37,6 +37,9 @@ class Deadlines(_Strict):
 class FrameworkOptions(_Strict):
     """How one framework serves one case. Engines may subclass it to accept more keys."""
 
+    engine: str | None = Field(
+        None, description="Engine adapter; default: the framework name. Lets one engine run under several names."
+    )
     serve_args: list[str] = Field(default_factory=list, description="Extra server flags (string or list).")
     extra_env: dict[str, str] = Field(default_factory=dict, description="Environment added to the server's.")
     model: str | None = Field(None, description="Overrides the case's model for this framework.")
@@ -131,8 +134,12 @@ class Pair(_Strict):
     deadlines: Deadlines
 
     @property
+    def engine(self) -> str:
+        return self.options.engine or self.framework
+
+    @property
     def request_extra(self) -> dict[str, Any]:
-        extra = dict(self.case.sglang_request_extra) if self.framework == "sglang" else {}
+        extra = dict(self.case.sglang_request_extra) if self.engine == "sglang" else {}
         return extra | self.options.request_extra
 
     @property
@@ -142,7 +149,7 @@ class Pair(_Strict):
             exclude={"id", "model", "num_gpus", "frameworks", "deadlines", "warmup_requests",
                      "measurement_repeats", "sglang_request_extra", "comfyui_workflow"}
         ) | {
-            "framework": self.framework,
+            "engine": self.engine,
             "model": self.model,
             "num_gpus": self.num_gpus,
             "serve_args": self.options.serve_args,

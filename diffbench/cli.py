@@ -30,8 +30,8 @@ def _serve(args: argparse.Namespace) -> int:
     from diffbench.reference.app import create_app  # noqa: PLC0415
     from diffbench.reference.runner import PipelineRunner  # noqa: PLC0415
 
-    runner = PipelineRunner(args.model, args.device)
-    print(f"loaded {args.model} on {runner.device}", flush=True)
+    runner = PipelineRunner(args.model, args.device, args.dtype)
+    print(f"loaded {args.model} on {runner.device} as {runner.dtype}", flush=True)
     uvicorn.run(create_app(runner, args.model), host=args.host, port=args.port, log_level="info")
     return 0
 
@@ -66,6 +66,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=30000)
     serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    serve.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                       help="weights and compute type (auto: bfloat16 on CUDA, float32 on CPU)")
     serve.set_defaults(handler=_serve)
 
     tiny = commands.add_parser("tiny-model", help="build a random-weight tiny pipeline, offline")

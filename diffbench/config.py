@@ -115,11 +115,16 @@ def load_matrix(path: Path | str) -> CaseMatrix:
     pairs, unsupported = [], []
     for index, case in enumerate(matrix.cases):
         for framework, raw_options in case.frameworks.items():
-            engine = ENGINES.get(framework)
+            loc = ("cases", index, "frameworks", framework)
+            engine = ENGINES.get(raw_options.get("engine") or framework)
+            if engine is None and "engine" in raw_options:
+                have = ", ".join(sorted(ENGINES))
+                problems.append(_problem(path.name, raw_cases, (*loc, "engine"),
+                                         f"no engine {raw_options['engine']!r}; have: {have}"))
+                continue
             if engine is None:
                 unsupported.append((case.id, framework))
                 continue
-            loc = ("cases", index, "frameworks", framework)
             try:
                 options = engine.options.model_validate(raw_options)
             except ValidationError as exc:

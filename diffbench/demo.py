@@ -32,7 +32,7 @@ def run(workdir: Path) -> None:
     """Serve each demo case with the reference engine and print one sample of it."""
     matrix = load_matrix(prepare(workdir))
     for pair in matrix.pairs:
-        engine = ENGINES[pair.framework]()
+        engine = ENGINES[pair.engine]()
         spec = ServerSpec(pair, "127.0.0.1", free_port(engine.side_port_offsets), pair.model)
         image = media.input_image(matrix.matrix.test_image_url, workdir / "cache") if pair.case.needs_image else None
         with Server.start(engine, spec, workdir / "runs" / pair.case.id / pair.framework) as server:

@@ -8,7 +8,10 @@
     │   └── NotReady                      "timeout"
     ├── RequestFailed                     "http_error"
     │   └── RequestTimeout                "request_timeout"
-    └── BadOutput                         "bad_output"
+    ├── BadOutput                         "bad_output"
+    ├── DownloadError                     "download"
+    ├── CaseTimeout                       "case_timeout"
+    └── StorageUnavailable                "storage"
 
 `error_class` is the short string stored with a result; `retryable` says whether
 running the same step again can help.
@@ -83,3 +86,26 @@ class BadOutput(DiffbenchError):
     """The server answered, but with an output that is not what was asked for."""
 
     error_class = "bad_output"
+
+
+class DownloadError(DiffbenchError):
+    """The model could not be fetched; `retryable` is set when the cause may pass."""
+
+    error_class = "download"
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class CaseTimeout(DiffbenchError):
+    """A case used up its whole time budget (`deadlines.case_minutes`)."""
+
+    error_class = "case_timeout"
+
+
+class StorageUnavailable(DiffbenchError):
+    """The results database could not be reached; what was measured goes to the spool."""
+
+    error_class = "storage"
+    retryable = True

@@ -17,6 +17,7 @@ class PlanRow:
 
     case: str
     framework: str
+    engine: str | None
     runnable: bool
     num_gpus: int
     config_hash: str | None = None
@@ -47,7 +48,7 @@ def build_plan(matrix: CaseMatrix, cases: list[str] | None = None, frameworks: l
     gpu_notes = _gpu_notes(matrix)
     rows = []
     for pair in matrix.select(cases, frameworks):
-        engine = ENGINES[pair.framework]()
+        engine = ENGINES[pair.engine]()
         spec = ServerSpec(pair, PLAN_HOST, PLAN_PORT, pair.model)
         case = pair.case
         request = {
@@ -58,7 +59,7 @@ def build_plan(matrix: CaseMatrix, cases: list[str] | None = None, frameworks: l
             "extra": pair.request_extra or None,
         }
         rows.append(PlanRow(
-            case=case.id, framework=pair.framework, runnable=True, num_gpus=pair.num_gpus,
+            case=case.id, framework=pair.framework, engine=pair.engine, runnable=True, num_gpus=pair.num_gpus,
             config_hash=pair.config_hash, argv=engine.command(spec), env=engine.environment(spec),
             endpoint=engine.endpoint(pair), request={k: v for k, v in request.items() if v is not None},
             notes=gpu_notes.get((case.id, pair.framework), []),
@@ -67,7 +68,7 @@ def build_plan(matrix: CaseMatrix, cases: list[str] | None = None, frameworks: l
         if (cases is None or case_id in cases) and (frameworks is None or framework in frameworks):
             case = next(c for c in matrix.matrix.cases if c.id == case_id)
             rows.append(PlanRow(
-                case=case_id, framework=framework, runnable=False,
+                case=case_id, framework=framework, engine=None, runnable=False,
                 num_gpus=case.frameworks[framework].get("num_gpus", case.num_gpus),
                 notes=[f"no adapter for {framework!r} (have: {', '.join(sorted(ENGINES))}): kept, not run"],
             ))
@@ -78,7 +79,8 @@ def render(rows: list[PlanRow]) -> str:
     """A plain-text plan, one block per (case, framework)."""
     blocks = []
     for row in rows:
-        lines = [f"{row.case} / {row.framework}" + ("" if row.runnable else "  [NOT RUN]")]
+        engine = f" ({row.engine})" if row.engine not in (None, row.framework) else ""
+        lines = [f"{row.case} / {row.framework}{engine}" + ("" if row.runnable else "  [NOT RUN]")]
         if row.runnable:
             lines += [
                 f"  config hash  {row.config_hash}",

@@ -64,11 +64,13 @@ def pick_device(requested: str) -> torch.device:
 class PipelineRunner:
     """One pipeline on one device; `run` must not be called concurrently."""
 
-    def __init__(self, model_dir: str, device: str = "auto") -> None:
+    def __init__(self, model_dir: str, device: str = "auto", dtype: str = "auto") -> None:
         self.model = model_dir
         self.device = pick_device(device)
-        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.pipeline = DiffusionPipeline.from_pretrained(model_dir, dtype=dtype).to(self.device)
+        if dtype == "auto":
+            dtype = "bfloat16" if self.device.type == "cuda" else "float32"
+        self.dtype = getattr(torch, dtype)
+        self.pipeline = DiffusionPipeline.from_pretrained(model_dir, dtype=self.dtype).to(self.device)
         self.pipeline.set_progress_bar_config(disable=True)
         self.is_video = "num_frames" in inspect.signature(self.pipeline.__call__).parameters
         spatial = getattr(self.pipeline, "vae_scale_factor_spatial", None) or self.pipeline.vae_scale_factor
@@ -156,5 +158,5 @@ class PipelineRunner:
             "steps": [{"name": name, "duration_ms": ms} for name, ms in clock.stage_ms.items()],
             "denoise_steps_ms": [{"step": i, "duration_ms": ms} for i, ms in enumerate(clock.step_ms)],
             "memory_checkpoints": clock.checkpoints,
-            "meta": {"model": self.model, "device": str(self.device)},
+            "meta": {"model": self.model, "device": str(self.device), "dtype": str(self.dtype)},
         }

@@ -1,0 +1,46 @@
+"""Summaries of measured values; pure functions over floats, no I/O."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Median and spread of one metric over the measured requests."""
+
+    n: int
+    median: float
+    min: float
+    max: float
+
+    @property
+    def spread(self) -> float:
+        """Half the min-max range relative to the median: the noise a change must beat."""
+        return (self.max - self.min) / 2 / self.median if self.median else 0.0
+
+
+def summarize(values: list[float]) -> Summary | None:
+    """The summary of `values`, or None when nothing was measured."""
+    if not values:
+        return None
+    return Summary(len(values), statistics.median(values), min(values), max(values))
+
+
+def relative_change(current: float, history: list[float]) -> float | None:
+    """Change of `current` against the median of `history`, as a fraction (0.05 = 5 % slower)."""
+    if not history:
+        return None
+    reference = statistics.median(history)
+    return (current - reference) / reference if reference else None
+
+
+def is_regression(current: Summary, history: list[float], threshold: float = 0.05) -> bool:
+    """Slower by more than `threshold` and than the noise of both this run and history.
+
+    A 5 % threshold alone fired on noise in sglang's nightly; the change must also leave
+    the range the recent history covered.
+    """
+    change = relative_change(current.median, history)
+    return change is not None and change > max(threshold, current.spread) and current.min > max(history)

@@ -1,0 +1,1 @@
+"""Results storage: SQLAlchemy tables, queries, migrations and the offline spool."""

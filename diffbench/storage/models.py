@@ -1,0 +1,158 @@
+"""The tables: runs, their per-(case, framework) results, samples and stage timings.
+
+Portable between SQLite and Postgres: JSON columns, UTC timestamps, named constraints.
+History: schema 1 (2026-11-24) is the first.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, Index, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on databases with and without zones."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value} given; diffbench stores UTC only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UtcDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Run(Base):
+    """One benchmark run, or one imported sglang result file."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    import_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    source: Mapped[str] = mapped_column(String(32))
+    trigger: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    host: Mapped[str] = mapped_column(String(200))
+    gpu_model: Mapped[str] = mapped_column(String(200))
+    driver: Mapped[str] = mapped_column(String(64))
+    diffbench_version: Mapped[str] = mapped_column(String(32))
+    engine_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    config_path: Mapped[str | None] = mapped_column(Text)
+    config_sha256: Mapped[str | None] = mapped_column(String(64))
+
+    results: Mapped[list[Result]] = relationship(back_populates="run", cascade="all, delete-orphan")
+
+
+class Result(Base):
+    """One (case, framework) in one run: summary, context and, if it failed, why."""
+
+    __tablename__ = "results"
+    __table_args__ = (
+        UniqueConstraint("run_id", "case_id", "framework", name="uq_results_run_case_framework"),
+        CheckConstraint("median_s >= 0 AND min_s >= 0 AND max_s >= 0", name="latency_not_negative"),
+        CheckConstraint("n >= 0", name="n_not_negative"),
+        Index("ix_results_case_framework", "case_id", "framework"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    case_id: Mapped[str] = mapped_column(String(200))
+    framework: Mapped[str] = mapped_column(String(64))
+    engine: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    error_class: Mapped[str | None] = mapped_column(String(32))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    log_tail: Mapped[str | None] = mapped_column(Text)
+    task: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(Text)
+    model_revision: Mapped[str | None] = mapped_column(String(64))
+    engine_version: Mapped[str | None] = mapped_column(String(200))
+    config_hash: Mapped[str] = mapped_column(String(16))
+    series_key: Mapped[str] = mapped_column(String(16), index=True)
+    methodology: Mapped[str] = mapped_column(String(64))
+    hardware: Mapped[str] = mapped_column(String(200))
+    num_gpus: Mapped[int]
+    gpu_ids: Mapped[list[Any]] = mapped_column(default=list)
+    serve_argv: Mapped[list[Any]] = mapped_column(default=list)
+    download_s: Mapped[float | None]
+    ready_s: Mapped[float | None]
+    first_request_latency_s: Mapped[float | None]
+    n: Mapped[int] = mapped_column(default=0)
+    median_s: Mapped[float | None]
+    min_s: Mapped[float | None]
+    max_s: Mapped[float | None]
+    server_median_s: Mapped[float | None]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+
+    run: Mapped[Run] = relationship(back_populates="results")
+    samples: Mapped[list[SampleRow]] = relationship(back_populates="result", cascade="all, delete-orphan",
+                                                    order_by="SampleRow.index")
+
+
+class SampleRow(Base):
+    """One measured request."""
+
+    __tablename__ = "samples"
+    __table_args__ = (UniqueConstraint("result_id", "index", name="uq_samples_result_index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int]
+    client_latency_s: Mapped[float]
+    server_latency_s: Mapped[float | None]
+    server_latency_source: Mapped[str] = mapped_column(String(16))
+    peak_memory_mb: Mapped[float | None]
+    output_sha256: Mapped[str | None] = mapped_column(String(64))
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    num_frames: Mapped[int | None]
+    poll_bound_s: Mapped[float | None]
+    perf_dump_missing: Mapped[bool] = mapped_column(default=False)
+    denoise_step_ms: Mapped[list[Any]] = mapped_column(default=list)
+
+    result: Mapped[Result] = relationship(back_populates="samples")
+    stages: Mapped[list[StageTiming]] = relationship(back_populates="sample", cascade="all, delete-orphan")
+
+
+class StageTiming(Base):
+    """Server-side time of one pipeline stage of one request."""
+
+    __tablename__ = "stage_timings"
+    __table_args__ = (UniqueConstraint("sample_id", "stage", name="uq_stage_timings_sample_stage"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), index=True)
+    stage: Mapped[str] = mapped_column(String(100))
+    duration_ms: Mapped[float]
+
+    sample: Mapped[SampleRow] = relationship(back_populates="stages")

@@ -1,0 +1,61 @@
+"""The one way measurements reach the database: written now, or spooled until it is back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from diffbench.errors import StorageUnavailable
+from diffbench.results import CaseResult, RunInfo
+from diffbench.storage import spool, store
+
+
+class Recorder:
+    """Writes runs and results as they happen; nothing measured is lost while the database is down.
+
+    Usage:
+
+        recorder = Recorder("postgresql+psycopg://...", Path(".diffbench/spool"))
+        recorder.open_run(run)
+        recorder.record(run.id, result)        # False: spooled, written on a later call
+        recorder.finish(run.id, "ok", {"sglang": "0.5.4"})
+    """
+
+    def __init__(self, url: str, spool_dir: Path) -> None:
+        self.url = url
+        self.spool = spool.Spool(spool_dir)
+        self._engine: Engine | None = None
+
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = store.open_database(self.url)
+        return self._engine
+
+    def _write(self, operation: spool.Operation, payload: dict[str, Any]) -> bool:
+        """True if written to the database now, False if spooled."""
+        try:
+            engine = self.engine()
+            self.spool.replay(engine)
+            spool.apply(engine, operation, payload)
+        except StorageUnavailable:
+            self.spool.add(operation, payload)
+            return False
+        return True
+
+    def open_run(self, run: RunInfo) -> bool:
+        return self._write("run", spool.dumped_run(run))
+
+    def record(self, run_id: str, result: CaseResult) -> bool:
+        return self._write("result", {"run_id": run_id, "result": spool.dumped_result(result)})
+
+    def finish(self, run_id: str, status: str, engine_versions: dict[str, str]) -> bool:
+        payload = {"run_id": run_id, "status": status, "finished_at": datetime.now(UTC).isoformat(),
+                   "engine_versions": engine_versions}
+        return self._write("finish", payload)
+
+    def flush(self) -> int:
+        """Write what the spool holds; raises StorageUnavailable if the database is still away."""
+        return self.spool.replay(self.engine())

@@ -1,0 +1,142 @@
+"""Queries. Each takes the database handle as its first argument; nothing is global.
+
+SQLAlchemy's connection errors are translated here into StorageUnavailable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, create_engine, delete, func, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from diffbench.errors import StorageUnavailable
+from diffbench.results import CaseResult, RunInfo
+from diffbench.storage import migrate
+from diffbench.storage.models import Result, Run, SampleRow, StageTiming
+
+ERROR_MESSAGE_LIMIT = 4000
+LOG_TAIL_LIMIT = 8000
+
+
+def redacted(url: str) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@contextmanager
+def reachable(url: str) -> Iterator[None]:
+    """Turn a lost or refused database connection into StorageUnavailable."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise StorageUnavailable(f"database {redacted(url)} unavailable: {type(exc.orig).__name__}") from exc
+
+
+def open_database(url: str) -> Engine:
+    """An engine on `url`, migrated to the newest schema; a SQLite file's folder is created."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed, pool_pre_ping=True)
+    with reachable(url):
+        migrate.upgrade(engine)
+    return engine
+
+
+def save_run(engine: Engine, run: RunInfo) -> None:
+    """Insert the run, or leave it as it is if it is already there (a retried flow run)."""
+    with reachable(str(engine.url)), Session(engine) as session, session.begin():
+        if session.get(Run, run.id) is None:
+            session.add(Run(**asdict(run), status="running", engine_versions={}))
+
+
+def finish_run(engine: Engine, run_id: str, status: str, finished_at: datetime, engine_versions: dict[str, str]) -> None:
+    with reachable(str(engine.url)), Session(engine) as session, session.begin():
+        session.execute(update(Run).where(Run.id == run_id).values(
+            status=status, finished_at=finished_at, engine_versions=engine_versions))
+
+
+def _result_row(run_id: str, result: CaseResult) -> Result:
+    client, server = result.client, result.server
+    row = Result(
+        run_id=run_id, case_id=result.case_id, framework=result.framework, engine=result.engine,
+        status=result.status, error_class=result.error_class,
+        error_message=(result.error_message or "")[-ERROR_MESSAGE_LIMIT:] or None,
+        log_tail=(result.log_tail or "")[-LOG_TAIL_LIMIT:] or None,
+        task=result.task, model=result.model, model_revision=result.model_revision,
+        engine_version=result.engine_version, config_hash=result.config_hash, series_key=result.series_key,
+        methodology=result.methodology, hardware=result.hardware, num_gpus=result.num_gpus,
+        gpu_ids=result.gpu_ids, serve_argv=result.serve_argv, download_s=result.download_s,
+        ready_s=result.ready_s, first_request_latency_s=result.first_request_latency_s,
+        n=client.n if client else 0, median_s=client.median if client else None,
+        min_s=client.min if client else None, max_s=client.max if client else None,
+        server_median_s=server.median if server else None,
+        started_at=result.started_at, finished_at=result.finished_at,
+    )
+    for index, sample in enumerate(result.samples):
+        row.samples.append(SampleRow(
+            index=index, client_latency_s=sample.client_latency_s, server_latency_s=sample.server_latency_s,
+            server_latency_source=sample.server_latency_source, peak_memory_mb=sample.peak_memory_mb,
+            output_sha256=sample.output_sha256, width=sample.width, height=sample.height,
+            num_frames=sample.num_frames, poll_bound_s=sample.poll_bound_s,
+            perf_dump_missing=sample.perf_dump_missing, denoise_step_ms=list(sample.denoise_step_ms),
+            stages=[StageTiming(stage=name, duration_ms=ms) for name, ms in sample.stage_ms.items()],
+        ))
+    return row
+
+
+def save_result(engine: Engine, run_id: str, result: CaseResult) -> None:
+    """Write a result, replacing the same (run, case, framework) if a retry wrote it before."""
+    with reachable(str(engine.url)), Session(engine) as session, session.begin():
+        existing = session.scalars(select(Result).where(
+            Result.run_id == run_id, Result.case_id == result.case_id, Result.framework == result.framework))
+        for old in existing:
+            session.delete(old)
+        session.flush()
+        session.add(_result_row(run_id, result))
+
+
+def import_exists(engine: Engine, import_key: str) -> bool:
+    with reachable(str(engine.url)), Session(engine) as session:
+        return session.scalar(select(Run.id).where(Run.import_key == import_key)) is not None
+
+
+def delete_run(engine: Engine, run_id: str) -> None:
+    with reachable(str(engine.url)), Session(engine) as session, session.begin():
+        session.execute(delete(Run).where(Run.id == run_id))
+
+
+RESULT_COLUMNS = [
+    Result.run_id, Run.started_at, Run.trigger, Run.label, Run.source, Run.host, Run.gpu_model, Run.driver,
+    Run.diffbench_version, Run.engine_versions, Run.status.label("run_status"), Result.case_id, Result.framework,
+    Result.engine, Result.status, Result.error_class, Result.median_s, Result.min_s, Result.max_s, Result.n,
+    Result.server_median_s, Result.config_hash, Result.series_key, Result.methodology, Result.num_gpus,
+    Result.engine_version, Result.model, Result.task,
+]
+
+
+def results_frame(engine: Engine, case_ids: list[str] | None = None) -> pd.DataFrame:
+    """Every result with its run's context, oldest first, as one DataFrame."""
+    query = select(*RESULT_COLUMNS).join(Run, Run.id == Result.run_id).order_by(Run.started_at, Result.id)
+    if case_ids is not None:
+        query = query.where(Result.case_id.in_(case_ids))
+    with reachable(str(engine.url)), engine.connect() as connection:
+        frame = pd.read_sql(query, connection)
+    frame["started_at"] = pd.to_datetime(frame["started_at"], utc=True)
+    return frame
+
+
+def counts(engine: Engine) -> dict[str, Any]:
+    """Row counts per table, for checks and messages."""
+    with reachable(str(engine.url)), Session(engine) as session:
+        return {model.__tablename__: session.scalar(select(func.count()).select_from(model))
+                for model in (Run, Result, SampleRow, StageTiming)}
