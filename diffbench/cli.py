@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,10 +44,61 @@ def _tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from diffbench.demo import run  # noqa: PLC0415
+def _run_flow(config: Path, cases: list[str] | None, frameworks: list[str] | None, label: str | None,
+              database_url: str | None) -> int:
+    # Prefect is imported only here: the rest of the CLI works without its start-up cost.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    from flows.nightly import CasesFailed, diffusion_comparison  # noqa: PLC0415
 
-    run(args.workdir)
+    try:
+        diffusion_comparison(config=str(config), cases=cases, frameworks=frameworks, label=label, trigger="manual",
+                             database_url=database_url)
+    except CasesFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    return _run_flow(args.config, args.cases, args.frameworks, args.label, args.database_url)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from diffbench.demo import configure  # noqa: PLC0415
+    from diffbench.settings import Settings  # noqa: PLC0415
+
+    code = _run_flow(configure(args.workdir), None, None, "demo", None)
+    index = Settings().dashboard_dir / "index.md"
+    if index.exists():
+        print("\n" + index.read_text().split("\n## ")[0])
+        print(f"dashboard: {index.resolve()}")
+    return code
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from diffbench import dashboard  # noqa: PLC0415
+    from diffbench.settings import Settings  # noqa: PLC0415
+    from diffbench.storage import store  # noqa: PLC0415
+
+    url = args.database_url or Settings().database_url.get_secret_value()
+    try:
+        page = dashboard.build(store.results_frame(store.open_database(url)), args.run)
+    except LookupError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 1
+    print(page.write(args.out))
+    return 0
+
+
+def _import_sglang(args: argparse.Namespace) -> int:
+    from diffbench.settings import Settings  # noqa: PLC0415
+    from diffbench.sglang_import import import_file  # noqa: PLC0415
+    from diffbench.storage import store  # noqa: PLC0415
+
+    engine = store.open_database(args.database_url or Settings().database_url.get_secret_value())
+    for path in args.files:
+        print(f"{path}: {'imported' if import_file(engine, path) else 'already imported, skipped'}")
     return 0
 
 
@@ -75,7 +127,26 @@ def parser() -> argparse.ArgumentParser:
     tiny.add_argument("--out", type=Path, required=True)
     tiny.set_defaults(handler=_tiny_model)
 
-    demo = commands.add_parser("demo", help="serve the tiny models with the reference engine and measure them")
+    run = commands.add_parser("run", help="run the comparison flow here, on this host")
+    run.add_argument("--config", type=Path, required=True, help="case matrix, YAML or JSON")
+    run.add_argument("--cases", type=_names, help="comma-separated case ids (default: all)")
+    run.add_argument("--frameworks", type=_names, help="comma-separated frameworks (default: all)")
+    run.add_argument("--label", help="shown on the dashboard, e.g. a release tag")
+    run.add_argument("--database-url", help="default: DIFFBENCH_DATABASE_URL, else a local SQLite file")
+    run.set_defaults(handler=_run)
+
+    board = commands.add_parser("dashboard", help="render the dashboard of a run (default: the latest)")
+    board.add_argument("--out", type=Path, required=True, help="folder for index.md and the charts")
+    board.add_argument("--run", help="run id (default: the latest)")
+    board.add_argument("--database-url", help="default: DIFFBENCH_DATABASE_URL, else a local SQLite file")
+    board.set_defaults(handler=_dashboard)
+
+    imports = commands.add_parser("import-sglang", help="load sglang nightly result files as history")
+    imports.add_argument("files", type=Path, nargs="+")
+    imports.add_argument("--database-url", help="default: DIFFBENCH_DATABASE_URL, else a local SQLite file")
+    imports.set_defaults(handler=_import_sglang)
+
+    demo = commands.add_parser("demo", help="the whole flow on the tiny models, two reference configurations, SQLite")
     demo.add_argument("--workdir", type=Path, default=Path(".diffbench/demo"))
     demo.set_defaults(handler=_demo)
     return root

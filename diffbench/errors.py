@@ -41,6 +41,7 @@ class ServerError(DiffbenchError):
     """An inference server that could not serve; carries the tail of its log."""
 
     def __init__(self, message: str, *, log_tail: str = "") -> None:
+        self.summary = message
         self.log_tail = log_tail
         super().__init__(f"{message}\n--- server log tail ---\n{log_tail}" if log_tail else message)
 

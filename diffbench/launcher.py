@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+import psutil
 
 from diffbench.client import Sample
 from diffbench.engines import Engine, ServerSpec
@@ -66,6 +67,8 @@ class Server:
         self.log_path = workdir / "server.log"
         self.pid_path = workdir / "server.pid"
         self.http = httpx.Client(base_url=spec.base_url, timeout=spec.pair.deadlines.request_s)
+        self.argv = engine.command(spec)
+        self.ready_s: float | None = None
         self._log_offset = 0
 
     @classmethod
@@ -77,8 +80,12 @@ class Server:
         with open(workdir / "server.log", "ab") as log:
             process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
-        (workdir / "server.pid").write_text(json.dumps({"pid": process.pid, "argv": argv, "case": spec.pair.case.id,
-                                                         "framework": spec.pair.framework}))
+        # What the reaper needs to stop this server if our process dies without stopping it.
+        (workdir / "server.pid").write_text(json.dumps({
+            "pid": process.pid, "started": _started(process.pid), "argv": argv,
+            "owner_pid": os.getpid(), "owner_started": _started(os.getpid()),
+            "case": spec.pair.case.id, "framework": spec.pair.framework,
+        }))
         return cls(engine, spec, process, workdir)
 
     def __enter__(self) -> Server:
@@ -109,6 +116,10 @@ class Server:
             if any(pattern in line for pattern in OOM_PATTERNS):
                 return line.strip()
         return None
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
     def check_alive(self) -> None:
         """Raise if the server has exited or reported running out of memory."""
@@ -141,16 +152,17 @@ class Server:
             self.check_alive()
             state = self._ready_state()
             if state is None:
-                return time.monotonic() - started
+                self.ready_s = time.monotonic() - started
+                return self.ready_s
             if time.monotonic() - started > deadline_s:
                 raise NotReady(f"{self._who()} not ready after {deadline_s:g} s: {state}", log_tail=self.log_tail())
             time.sleep(READY_POLL_S)
 
-    def generate(self, image: bytes | None) -> Sample:
+    def generate(self, image: bytes | None, timeout_s: float | None = None) -> Sample:
         """One measured request, while watching that the server stays alive."""
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
         try:
-            future = pool.submit(self.engine.generate, self.http, self.spec, image, self.workdir)
+            future = pool.submit(self.engine.generate, self.http, self.spec, image, self.workdir, timeout_s)
             while True:
                 try:
                     return future.result(timeout=WATCH_POLL_S)
@@ -192,3 +204,40 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
     except ProcessLookupError:
         pass
+
+
+def _started(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _same_process(pid: int, started: float | None) -> bool:
+    """Whether `pid` is still the process that was recorded, not a later one with its number."""
+    return started is not None and _started(pid) == started
+
+
+def reap_leftovers(root: Path) -> list[str]:
+    """Stop servers under `root` whose owning diffbench process is gone; return what was stopped.
+
+    Servers are found only by our own pid files, never by process name.
+    """
+    reaped = []
+    for pid_file in sorted(root.rglob("server.pid")):
+        try:
+            info = json.loads(pid_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if _same_process(info["owner_pid"], info["owner_started"]):
+            continue  # its run is still going
+        if _same_process(info["pid"], info["started"]):
+            _signal_group(info["pid"], signal.SIGTERM)
+            try:
+                psutil.Process(info["pid"]).wait(timeout=STOP_GRACE_S)
+            except (psutil.TimeoutExpired, psutil.NoSuchProcess):
+                pass
+            _signal_group(info["pid"], signal.SIGKILL)
+            reaped.append(f"{info['framework']} server for case {info['case']!r} (pid {info['pid']})")
+        pid_file.unlink(missing_ok=True)
+    return reaped

@@ -28,6 +28,7 @@ class RunInfo:
     driver: str
     diffbench_version: str
     label: str | None = None
+    baseline: str | None = None
     flow_run_id: str | None = None
     config_path: str | None = None
     config_sha256: str | None = None

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     hf_token: SecretStr | None = Field(None, validation_alias=AliasChoices("DIFFBENCH_HF_TOKEN", "HF_TOKEN"))
     hf_token_block: str | None = Field(None, description="Name of a Prefect Secret block holding the HF token.")
     gpus: list[int] | None = Field(None, description="GPU ids this host may use; default: every GPU NVML sees.")
+    retry_delays_s: list[float] = Field([10, 60], description="Waits before the retries of a failed step.")
+    dashboard_dir: Path = Field(Path(".diffbench/dashboard"), description="Where the flow renders the dashboard.")
 
     @property
     def spool_dir(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import uuid
 from dataclasses import dataclass, replace
@@ -90,6 +91,8 @@ class Engine:
     # Ports the server opens at fixed offsets from its HTTP port; the launcher keeps them free.
     side_port_offsets: ClassVar[tuple[int, ...]] = ()
     uses_perf_dump: ClassVar[bool] = False
+    # The distribution whose version identifies the engine's build.
+    package: ClassVar[str | None] = None
 
     def command(self, spec: ServerSpec) -> list[str]:
         """The exact argv that starts the server."""
@@ -101,6 +104,15 @@ class Engine:
         if spec.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.gpus))
         return env
+
+    def installed_version(self) -> str | None:
+        """The engine's version as installed beside diffbench, if it is."""
+        if self.package is None:
+            return None
+        try:
+            return importlib.metadata.version(self.package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
 
     def gpu_problem(self, pair: Pair) -> str | None:
         """Why this engine cannot run `pair` on `pair.num_gpus` GPUs, or None if it can."""
@@ -137,14 +149,17 @@ class Engine:
             peak_memory_mb=dump.peak_memory_mb or sample.peak_memory_mb, perf_dump_missing=False,
         )
 
-    def generate(self, http: httpx.Client, spec: ServerSpec, image: bytes | None, workdir: Path) -> client.Sample:
+    def generate(
+        self, http: httpx.Client, spec: ServerSpec, image: bytes | None, workdir: Path, timeout_s: float | None = None
+    ) -> client.Sample:
         """Send one request for `spec.pair` and return its sample, timed as the response reports it.
 
         Engines with a perf dump leave its path in the sample; `with_perf_dump` reads it later.
         """
         pair = spec.pair
         dump = workdir / f"perf-{uuid.uuid4().hex}.json" if self.uses_perf_dump else None
-        output = client.send(http, self.request(spec, image, dump), pair.deadlines.request_s)
+        timeout_s = min(timeout_s, pair.deadlines.request_s) if timeout_s else pair.deadlines.request_s
+        output = client.send(http, self.request(spec, image, dump), timeout_s)
         case = pair.case
         frames = case.num_frames if case.is_video else None
         check_shape(output.decoded, case.width, case.height, frames)

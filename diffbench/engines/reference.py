@@ -13,6 +13,7 @@ class ReferenceEngine(SGLangEngine):
     """`diffbench serve`: the same requests and perf dump as sglang, one device per server."""
 
     name = "diffusers"
+    package = "diffusers"
     side_port_offsets = ()
 
     def command(self, spec: ServerSpec) -> list[str]:

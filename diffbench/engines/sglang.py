@@ -28,6 +28,7 @@ class SGLangEngine(Engine):
     """SGLang-Diffusion, one process per GPU behind one HTTP server."""
 
     name = "sglang"
+    package = "sglang"
     side_port_offsets: ClassVar[tuple[int, ...]] = (5, 55)
     uses_perf_dump = True
 

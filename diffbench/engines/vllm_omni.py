@@ -22,6 +22,7 @@ class VllmOmniEngine(Engine):
     """vLLM-Omni; its parallelism is given explicitly in serve_args, never derived."""
 
     name = "vllm-omni"
+    package = "vllm-omni"
 
     def command(self, spec: ServerSpec) -> list[str]:
         return ["vllm", "serve", spec.model_path, "--omni", "--host", spec.host, "--port", str(spec.port),

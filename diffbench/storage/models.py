@@ -58,6 +58,7 @@ class Run(Base):
     source: Mapped[str] = mapped_column(String(32))
     trigger: Mapped[str] = mapped_column(String(16))
     label: Mapped[str | None] = mapped_column(String(200))
+    baseline: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ class Recorder:
         self.url = url
         self.spool = spool.Spool(spool_dir)
         self._engine: Engine | None = None
+        # Cases finish on several threads; the spool must be replayed and appended in order.
+        self._lock = threading.Lock()
 
     def engine(self) -> Engine:
         if self._engine is None:
@@ -36,14 +39,15 @@ class Recorder:
 
     def _write(self, operation: spool.Operation, payload: dict[str, Any]) -> bool:
         """True if written to the database now, False if spooled."""
-        try:
-            engine = self.engine()
-            self.spool.replay(engine)
-            spool.apply(engine, operation, payload)
-        except StorageUnavailable:
-            self.spool.add(operation, payload)
-            return False
-        return True
+        with self._lock:
+            try:
+                engine = self.engine()
+                self.spool.replay(engine)
+                spool.apply(engine, operation, payload)
+            except StorageUnavailable:
+                self.spool.add(operation, payload)
+                return False
+            return True
 
     def open_run(self, run: RunInfo) -> bool:
         return self._write("run", spool.dumped_run(run))
@@ -58,4 +62,5 @@ class Recorder:
 
     def flush(self) -> int:
         """Write what the spool holds; raises StorageUnavailable if the database is still away."""
-        return self.spool.replay(self.engine())
+        with self._lock:
+            return self.spool.replay(self.engine())

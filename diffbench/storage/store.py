@@ -116,7 +116,7 @@ def delete_run(engine: Engine, run_id: str) -> None:
 
 
 RESULT_COLUMNS = [
-    Result.run_id, Run.started_at, Run.trigger, Run.label, Run.source, Run.host, Run.gpu_model, Run.driver,
+    Result.run_id, Run.started_at, Run.trigger, Run.label, Run.baseline, Run.source, Run.host, Run.gpu_model, Run.driver,
     Run.diffbench_version, Run.engine_versions, Run.status.label("run_status"), Result.case_id, Result.framework,
     Result.engine, Result.status, Result.error_class, Result.median_s, Result.min_s, Result.max_s, Result.n,
     Result.server_median_s, Result.config_hash, Result.series_key, Result.methodology, Result.num_gpus,

@@ -24,6 +24,7 @@ def upgrade() -> None:
     sa.Column('source', sa.String(length=32), nullable=False),
     sa.Column('trigger', sa.String(length=16), nullable=False),
     sa.Column('label', sa.String(length=200), nullable=True),
+    sa.Column('baseline', sa.String(length=64), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),

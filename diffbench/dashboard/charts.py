@@ -1,0 +1,82 @@
+"""Trend charts as PNG bytes, drawn on matplotlib Figures without pyplot's global state."""
+
+from __future__ import annotations
+
+import io
+from itertools import cycle
+
+import pandas as pd
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+from matplotlib.figure import Figure
+
+# sglang's dashboard colours and markers, kept so that the two can be read side by side.
+STYLES = {
+    "sglang": {"color": "#2563eb", "marker": "o", "linestyle": "-"},
+    "vllm-omni": {"color": "#dc2626", "marker": "s", "linestyle": "--"},
+}
+OTHER_STYLES = [
+    {"color": "#16a34a", "marker": "^", "linestyle": "-"},
+    {"color": "#9333ea", "marker": "D", "linestyle": "-."},
+    {"color": "#ea580c", "marker": "v", "linestyle": ":"},
+    {"color": "#0891b2", "marker": "P", "linestyle": "-"},
+]
+
+
+def styles_for(frameworks: list[str]) -> dict[str, dict[str, str]]:
+    others = cycle(OTHER_STYLES)
+    return {fw: STYLES.get(fw) or next(others) for fw in frameworks}
+
+
+def _segments(rows: pd.DataFrame) -> list[pd.DataFrame]:
+    """Runs of consecutive rows with one series key: a config change starts a new one."""
+    breaks = (rows["series_key"] != rows["series_key"].shift()).cumsum()
+    return [segment for _, segment in rows.groupby(breaks, sort=True)]
+
+
+def trend_png(case_id: str, history: pd.DataFrame, styles: dict[str, dict[str, str]]) -> bytes:
+    """Median client latency over time per framework.
+
+    Lines join nightly results of one series only; a config change starts a new segment,
+    marked by a dotted rule. Manual and API runs are hollow points; failures are crosses
+    on the time axis.
+    """
+    figure = Figure(figsize=(9, 3.6), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    for framework, style in styles.items():
+        rows = history[history["framework"] == framework]
+        ok = rows[rows["status"] == "ok"]
+        nightly = ok[ok["trigger"] == "schedule"]
+        for index, segment in enumerate(_segments(nightly)):
+            axes.plot(segment["started_at"], segment["median_s"], color=style["color"], marker=style["marker"],
+                      linestyle=style["linestyle"], markersize=4, label=framework if index == 0 else None)
+            if index > 0:
+                axes.axvline(segment["started_at"].iloc[0], color=style["color"], linestyle=":", linewidth=1)
+                axes.annotate("config or method changed", (segment["started_at"].iloc[0], 1.0), xycoords=("data", "axes fraction"),
+                              fontsize=7, color=style["color"], rotation=90, va="top", ha="right")
+        adhoc = ok[ok["trigger"] != "schedule"]
+        if not adhoc.empty:
+            axes.plot(adhoc["started_at"], adhoc["median_s"], linestyle="none", marker=style["marker"],
+                      markerfacecolor="none", color=style["color"],
+                      label=f"{framework} (manual/api)" if nightly.empty else None)
+        failed = rows[rows["status"] != "ok"]
+        if not failed.empty:
+            axes.plot(failed["started_at"], [0.0] * len(failed), linestyle="none", marker="x", color=style["color"],
+                      markersize=7, transform=axes.get_xaxis_transform(), clip_on=False,
+                      label=f"{framework} failed")
+    times = history["started_at"]
+    if times.nunique() == 1:
+        # One run only: show the day around it rather than matplotlib's default span of years.
+        axes.set_xlim(times.iloc[0] - pd.Timedelta(hours=12), times.iloc[0] + pd.Timedelta(hours=12))
+    locator = AutoDateLocator()
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    axes.set_title(f"{case_id}: median client latency")
+    axes.set_ylabel("seconds")
+    top = history["median_s"].max()
+    axes.set_ylim(0, top * 1.15 if pd.notna(top) and top > 0 else 1.0)
+    axes.grid(alpha=0.3)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=8, loc="upper left")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()

@@ -1,0 +1,45 @@
+"""Selecting what a dashboard compares: this run's results and their comparable history."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from diffbench.stats import Summary, is_regression, relative_change
+
+HISTORY_NIGHTS = 5
+
+
+def pick_run(frame: pd.DataFrame, run_id: str | None) -> str:
+    """`run_id`, or the latest run that has results."""
+    if run_id is not None:
+        if run_id not in set(frame["run_id"]):
+            raise LookupError(f"no results for run {run_id!r}")
+        return run_id
+    if frame.empty:
+        raise LookupError("the database holds no results yet")
+    return str(frame.sort_values("started_at")["run_id"].iloc[-1])
+
+
+def comparable_history(frame: pd.DataFrame, row: pd.Series) -> list[float]:
+    """Medians of the last nightly results of the same series before `row`'s run."""
+    earlier = frame[
+        (frame["series_key"] == row["series_key"]) & (frame["trigger"] == "schedule") & (frame["status"] == "ok")
+        & (frame["started_at"] < row["started_at"])
+    ]
+    return earlier["median_s"].tail(HISTORY_NIGHTS).tolist()
+
+
+def change(frame: pd.DataFrame, row: pd.Series) -> tuple[float | None, bool]:
+    """Relative change against comparable history, and whether it counts as a regression."""
+    history = comparable_history(frame, row)
+    summary = Summary(int(row["n"]), row["median_s"], row["min_s"], row["max_s"])
+    return relative_change(row["median_s"], history), is_regression(summary, history)
+
+
+def baseline_of(run: pd.DataFrame) -> str:
+    """The run's baseline framework: as configured, else sglang, else the first in order."""
+    configured = run["baseline"].dropna()
+    frameworks = list(dict.fromkeys(run["framework"]))
+    if not configured.empty and configured.iloc[0] in frameworks:
+        return str(configured.iloc[0])
+    return "sglang" if "sglang" in frameworks else frameworks[0]

@@ -1,0 +1,105 @@
+"""The dashboard page: a run header, one table row per case, and the trend charts."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from diffbench.dashboard.charts import styles_for, trend_png
+from diffbench.dashboard.history import HISTORY_NIGHTS, baseline_of, change, pick_run
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """Markdown that links `<case>.png`, and those PNGs."""
+
+    markdown: str
+    charts: dict[str, bytes]
+    run_id: str
+
+    def write(self, out: Path) -> Path:
+        out.mkdir(parents=True, exist_ok=True)
+        for case_id, png in self.charts.items():
+            (out / f"{case_id}.png").write_bytes(png)
+        index = out / "index.md"
+        index.write_text(self.markdown)
+        return index
+
+    def inline_markdown(self) -> str:
+        """The same page with the charts embedded as data URIs (for a Prefect artifact)."""
+        text = self.markdown
+        for case_id, png in self.charts.items():
+            text = text.replace(f"]({case_id}.png)", f"](data:image/png;base64,{base64.b64encode(png).decode()})")
+        return text
+
+
+def _header(run: pd.DataFrame) -> list[str]:
+    first = run.iloc[0]
+    trigger = first["trigger"]
+    note = "" if trigger == "schedule" else f" — a {trigger} run, not part of the nightly history"
+    versions = ", ".join(f"{fw} {v}" for fw, v in sorted((first["engine_versions"] or {}).items())) or "unknown"
+    label = f" `{first['label']}`" if first["label"] else ""
+    return [
+        "# Diffusion serving comparison",
+        "",
+        f"**{first['started_at']:%Y-%m-%d %H:%M} UTC** · trigger **{trigger}**{label}{note}",
+        "",
+        f"Run `{first['run_id']}` · host {first['host']} · GPU {first['gpu_model']} (driver {first['driver']}) · "
+        f"diffbench {first['diffbench_version']} · engines: {versions}",
+        "",
+    ]
+
+
+def _cell(frame: pd.DataFrame, row: pd.Series | None) -> str:
+    if row is None:
+        return "—"
+    if row["status"] != "ok":
+        return f"**{row['error_class']}**"
+    spread = (row["max_s"] - row["min_s"]) / 2
+    text = f"{row['median_s']:.3f} s ±{spread:.3f}"
+    delta, regressed = change(frame, row)
+    if delta is not None:
+        text += f" ({delta:+.1%}{' ⚠' if regressed else ''})"
+    return text
+
+
+def _ratio(row: pd.Series | None, base: pd.Series | None) -> str:
+    if row is None or base is None or row["status"] != "ok" or base["status"] != "ok" or not base["median_s"]:
+        return "—"
+    return f"{row['median_s'] / base['median_s']:.2f}×"
+
+
+def build(frame: pd.DataFrame, run_id: str | None = None) -> Dashboard:
+    """The dashboard of one run (default: the latest) against the history in `frame`."""
+    run_id = pick_run(frame, run_id)
+    run = frame[frame["run_id"] == run_id]
+    baseline = baseline_of(run)
+    frameworks = [baseline] + [fw for fw in dict.fromkeys(run["framework"]) if fw != baseline]
+    lines = _header(run)
+    ratio_columns = [f"{fw} / {baseline}" for fw in frameworks[1:]]
+    lines.append("| case | " + " | ".join(frameworks + ratio_columns) + " |")
+    lines.append("|---" * (1 + len(frameworks) + len(ratio_columns)) + "|")
+    cases = list(dict.fromkeys(run["case_id"]))
+    for case_id in cases:
+        rows = {r["framework"]: r for _, r in run[run["case_id"] == case_id].iterrows()}
+        cells = [_cell(frame, rows.get(fw)) for fw in frameworks]
+        ratios = [_ratio(rows.get(fw), rows.get(baseline)) for fw in frameworks[1:]]
+        lines.append(f"| {case_id} | " + " | ".join(cells + ratios) + " |")
+    lines += [
+        "",
+        "Median client latency (submit until the output is decoded) ± half the min–max range of the measured "
+        f"requests; in brackets, the change against the median of the last {HISTORY_NIGHTS} comparable nightly "
+        "results (same case config, engine, hardware and methodology); ⚠ marks a regression beyond both 5 % and "
+        "the noise. A failure shows its error class.",
+        "",
+    ]
+    styles = styles_for(list(dict.fromkeys(frame[frame["case_id"].isin(cases)]["framework"])))
+    charts = {}
+    for case_id in cases:
+        history = frame[frame["case_id"] == case_id]
+        charts[case_id] = trend_png(case_id, history, {fw: styles[fw] for fw in dict.fromkeys(history["framework"])})
+        lines += [f"## {case_id}", "", f"![{case_id}]({case_id}.png)", ""]
+    return Dashboard("\n".join(lines), charts, run_id)

@@ -1,0 +1,46 @@
+"""Grouping (case, framework) pairs that can share one server, largest first."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from diffbench.cases import Pair
+
+
+@dataclass(frozen=True)
+class ServerGroup:
+    """Pairs served by one server: same engine, model, revision, GPUs, flags and environment."""
+
+    pairs: tuple[Pair, ...]
+
+    @property
+    def first(self) -> Pair:
+        return self.pairs[0]
+
+    @property
+    def num_gpus(self) -> int:
+        return self.first.num_gpus
+
+    @property
+    def label(self) -> str:
+        cases = ", ".join(p.case.id for p in self.pairs)
+        return f"{self.first.framework} [{cases}]"
+
+
+def server_key(pair: Pair) -> str:
+    options = pair.options
+    return json.dumps([pair.framework, pair.engine, pair.model, pair.case.revision, pair.num_gpus,
+                       options.serve_args, options.extra_env], sort_keys=True)
+
+
+def server_groups(pairs: list[Pair]) -> list[ServerGroup]:
+    """One group per distinct server, in file order within a group; groups needing most GPUs first.
+
+    Starting the widest servers first lets narrow ones fill the GPUs left beside them.
+    """
+    grouped: dict[str, list[Pair]] = {}
+    for pair in pairs:
+        grouped.setdefault(server_key(pair), []).append(pair)
+    groups = [ServerGroup(tuple(members)) for members in grouped.values()]
+    return sorted(groups, key=lambda group: -group.num_gpus)

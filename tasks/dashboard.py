@@ -1,0 +1,26 @@
+"""The downstream step: render the dashboard to files and to a Prefect markdown artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from diffbench import dashboard
+from diffbench.storage import store
+from diffbench.storage.recorder import Recorder
+
+ARTIFACT_KEY = "diffusion-comparison-dashboard"
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30])
+def render_dashboard(recorder: Recorder, run_id: str, out: Path) -> Path:
+    recorder.flush()  # results spooled while the database was away belong on the page too
+    page = dashboard.build(store.results_frame(recorder.engine()), run_id)
+    index = page.write(out)
+    create_markdown_artifact(key=ARTIFACT_KEY, markdown=page.inline_markdown(),
+                             description=f"Diffusion serving comparison, run {run_id}")
+    get_run_logger().info("dashboard: %s", index.resolve())
+    return index

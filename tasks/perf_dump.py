@@ -1,0 +1,19 @@
+"""Step 5: the server's own timings from its perf-dump files, where the engine writes them."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from diffbench.client import Sample
+from diffbench.launcher import Server
+
+
+@task(task_run_name="{server.spec.pair.case.id}/{server.spec.pair.framework}: perf dump", cache_policy=NO_CACHE)
+def collect_perf_dump(server: Server, samples: list[Sample]) -> list[Sample]:
+    collected = [server.engine.with_perf_dump(sample) for sample in samples]
+    missing = sum(sample.perf_dump_missing for sample in collected)
+    if missing:
+        get_run_logger().warning("%d of %d perf dump(s) never appeared; server times come from the responses",
+                                 missing, len(collected))
+    return collected
