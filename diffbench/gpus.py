@@ -82,11 +82,17 @@ class GpuPool:
         self._cpu_slot_taken = False
         self._changed = threading.Condition()
 
+    def refusal(self, count: int) -> ConfigError | None:
+        """Why `count` GPUs can never be handed out here, or None."""
+        if self.total and count > self.total:
+            return ConfigError([f"needs {count} GPUs, this host offers {self.total}"])
+        return None
+
     @contextmanager
     def take(self, count: int) -> Iterator[tuple[int, ...]]:
         """Block until `count` GPUs are free and hold them for the `with` block."""
-        if self.total and count > self.total:
-            raise ConfigError([f"needs {count} GPUs, this host offers {self.total}"])
+        if error := self.refusal(count):
+            raise error
         with self._changed:
             self._changed.wait_for(lambda: len(self.free) >= count if self.total else not self._cpu_slot_taken)
             taken = tuple(self.free[:count]) if self.total else ()

@@ -102,8 +102,7 @@ def import_file(engine: Engine, path: Path) -> bool:
     if store.import_exists(engine, run.import_key or ""):
         return False
     store.save_run(engine, run)
-    for result in results:
-        store.save_result(engine, run.id, result)
+    store.save_results(engine, run.id, results)
     status = "ok" if all(r.status == "ok" for r in results) else "failed"
     versions = {"sglang": results[0].engine_version[:8]} if results and results[0].engine_version else {}
     store.finish_run(engine, run.id, status, run.started_at, versions)

@@ -14,6 +14,7 @@ from diffbench.media import input_image
 from diffbench.results import CaseResult, RunInfo, Trigger
 from diffbench.settings import Settings
 from diffbench.storage.recorder import Recorder
+from diffbench.storage.store import public_url
 from tasks.benchmark import benchmark
 from tasks.dashboard import render_dashboard
 from tasks.download import download_model
@@ -32,18 +33,21 @@ class CasesFailed(Exception):
 def measure_group(group: ServerGroup, run: RunInfo, recorder: Recorder, pool: GpuPool, image: bytes | None,
                   hardware: str, settings: Settings) -> list[CaseResult]:
     """Download → launch → warm up → benchmark → perf dump per case, on one server; stop always."""
-    results, download, server, sticky = [], None, None, None
-    with pool.take(group.num_gpus) as gpus:
+    results, download, server = [], None, None
+    sticky: Exception | None = pool.refusal(group.num_gpus)  # a download, launch or host failure, for all cases
+    with pool.take(0 if sticky else group.num_gpus) as gpus:
         try:
             for pair in group.pairs:
                 record, deadline = CaseRecord(pair, hardware), Deadline.for_case(pair)
                 try:
                     if sticky is not None:
-                        raise sticky  # the group's download or launch failed: so does every case in it
+                        raise sticky
                     download = download or download_model(pair, settings)
                     record.download = download
-                    if server is None or not server.alive:
+                    if server is not None and not server.alive:
+                        stop_server(server)  # its leader died; the rest of its process group may not have
                         server = None
+                    if server is None:
                         workdir = settings.runs_dir / run.id / pair.framework / pair.case.id
                         server = launch_server(pair, download, gpus, workdir, deadline)
                     record.server = server
@@ -84,24 +88,25 @@ def diffusion_comparison(
         frameworks: Frameworks to run; all when empty.
         label: Free text shown on the dashboard, e.g. a release tag.
         trigger: `schedule` for the nightly history; `manual` and `api` runs are kept but labelled.
-        database_url: Results database; default from DIFFBENCH_DATABASE_URL, else a local SQLite file.
+        database_url: Results database without a password (parameters are visible in the UI); default
+            from DIFFBENCH_DATABASE_URL, else a local SQLite file.
     """
-    settings = Settings(**({"database_url": database_url} if database_url else {}))
+    settings = Settings(**({"database_url": public_url(database_url)} if database_url else {}))
     matrix = load_matrix(config)
     pairs = matrix.select(cases or None, frameworks or None)
     hardware = detect(settings.gpus)
-    recorder = Recorder(settings.database_url.get_secret_value(), settings.spool_dir)
-    run = start_run(recorder, matrix, trigger, label, hardware, settings.state_dir)
-    image = fetch_input_image(matrix, settings) if any(p.case.needs_image for p in pairs) else None
-    pool = GpuPool(hardware.gpu_ids)
-    futures = [
-        measure_group.with_options(timeout_seconds=sum(p.deadlines.case_minutes for p in group.pairs) * 60 + 600)
-        .submit(group, run, recorder, pool, image, hardware.gpu_model, settings)
-        for group in server_groups(pairs)
-    ]
-    results = [result for future in futures for result in future.result()]
-    finish_run(recorder, run.id, results)
-    render_dashboard(recorder, run.id, settings.dashboard_dir)
+    with Recorder(settings.database_url.get_secret_value(), settings.spool_dir) as recorder:
+        run = start_run(recorder, matrix, trigger, label, hardware, settings.state_dir)
+        image = fetch_input_image(matrix, settings) if any(p.case.needs_image for p in pairs) else None
+        pool = GpuPool(hardware.gpu_ids)
+        futures = [
+            measure_group.with_options(timeout_seconds=sum(p.deadlines.case_minutes for p in group.pairs) * 60 + 600)
+            .submit(group, run, recorder, pool, image, hardware.gpu_model, settings)
+            for group in server_groups(pairs)
+        ]
+        results = [result for future in futures for result in future.result()]
+        finish_run(recorder, run.id, results)
+        render_dashboard(recorder, run.id, settings.dashboard_dir)
     failed = [f"{r.case_id}/{r.framework}: {r.error_class}" for r in results if r.status != "ok"]
     get_run_logger().info("%d of %d case(s) measured", len(results) - len(failed), len(results))
     if failed:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +18,11 @@ import pytest
 
 from diffbench.cases import Case, Matrix, Pair, resolve
 from diffbench.engines import ENGINES, ServerSpec
+
+# Read when tasks/ is first imported (by the flow tests): short waits keep retry tests quick.
+os.environ.setdefault("DIFFBENCH_RETRY_DELAYS_S", "[0.1, 0.1]")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 SGLANG_CONFIGS = sorted((REFERENCE / "sglang" / "configs").glob("*.json"))
@@ -78,3 +88,94 @@ def serve_in_thread(app: object) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _require_postgres(why: str) -> None:
+    """Postgres tests never skip in CI; on a developer's machine they may."""
+    if os.environ.get("CI"):
+        pytest.fail(f"Postgres is required in CI: {why}")
+    pytest.skip(why)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database, per test, on the Postgres named by DIFFBENCH_TEST_POSTGRES_URL (set by .ci/run)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    server = os.environ.get("DIFFBENCH_TEST_POSTGRES_URL")
+    if not server:
+        _require_postgres("DIFFBENCH_TEST_POSTGRES_URL is not set")
+    name = f"diffbench_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+class ThrowawayPostgres:
+    """A Postgres server of the test's own, which the test may stop and start again."""
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.directory, self.port = directory, port
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+
+    def _pg_ctl(self, *args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", str(POSTGRES_BIN / "pg_ctl"), "-D",
+                        str(self.directory / "data"), *args], check=True, capture_output=True)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1"
+        self._pg_ctl("-o", options, "-l", str(self.directory / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        self._pg_ctl("-m", "fast", "-w", "stop")
+
+
+@pytest.fixture
+def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
+    from diffbench.launcher import free_port
+
+    if not (POSTGRES_BIN / "initdb").exists():
+        _require_postgres(f"no Postgres binaries in {POSTGRES_BIN}")
+    directory = Path(tempfile.mkdtemp(prefix="diffbench-pg-"))
+    shutil.chown(directory, "postgres", "postgres")
+    subprocess.run(["runuser", "-u", "postgres", "--", str(POSTGRES_BIN / "initdb"), "-D", str(directory / "data"),
+                    "--auth=trust", "-U", "postgres"], check=True, capture_output=True)
+    server = ThrowawayPostgres(directory, free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        subprocess.run(["runuser", "-u", "postgres", "--", str(POSTGRES_BIN / "pg_ctl"), "-D",
+                        str(directory / "data"), "-m", "immediate", "stop"], capture_output=True, check=False)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on a SQLite file and on Postgres."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'results.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[object]:
+    """An engine on the migrated database of `database_url`, disposed afterwards."""
+    from diffbench.storage import store
+
+    engine = store.open_database(database_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()

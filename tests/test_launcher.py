@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -16,7 +18,7 @@ from conftest import make_pair
 from diffbench.engines import ServerSpec
 from diffbench.engines.reference import ReferenceEngine
 from diffbench.errors import NotReady, OutOfMemory, ServerExited
-from diffbench.launcher import Server, free_port
+from diffbench.launcher import Server, free_port, reap_leftovers
 
 
 class ScriptEngine(ReferenceEngine):
@@ -116,3 +118,22 @@ def test_free_port_keeps_side_ports_free() -> None:
     for offset in (0, 5, 55):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port + offset))
+
+
+def test_leftover_of_a_killed_run_is_reaped_by_pid_file_only(tmp_path: Path) -> None:
+    server = start(ScriptEngine("import time; time.sleep(300)"), tmp_path / "runs" / "old")
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+    try:
+        assert reap_leftovers(tmp_path) == []  # its owner (this test) is alive: not a leftover
+        dead_owner = subprocess.Popen(["true"])
+        dead_owner.wait()
+        info = json.loads(server.pid_path.read_text())
+        server.pid_path.write_text(json.dumps(info | {"owner_pid": dead_owner.pid}))
+        reaped = reap_leftovers(tmp_path)
+        assert reaped == [f"diffusers server for case 'c' (pid {server.process.pid})"]
+        assert server.process.wait(timeout=10) is not None and not server.pid_path.exists()
+        assert bystander.poll() is None, "a process without our pid file is never touched"
+    finally:
+        bystander.kill()
+        bystander.wait()
+        server.stop()

@@ -64,3 +64,15 @@ class Recorder:
         """Write what the spool holds; raises StorageUnavailable if the database is still away."""
         with self._lock:
             return self.spool.replay(self.engine())
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the database connections."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None

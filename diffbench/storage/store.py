@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from diffbench.errors import StorageUnavailable
+from diffbench.errors import ConfigError, StorageUnavailable
 from diffbench.results import CaseResult, RunInfo
 from diffbench.storage import migrate
 from diffbench.storage.models import Result, Run, SampleRow, StageTiming
@@ -30,6 +30,14 @@ LOG_TAIL_LIMIT = 8000
 def redacted(url: str) -> str:
     """The URL with its password hidden, for messages and logs."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+def public_url(url: str) -> str:
+    """`url` if it holds no password; one that does belongs in DIFFBENCH_DATABASE_URL, not in a parameter."""
+    if make_url(url).password:
+        raise ConfigError([f"database_url: {redacted(url)} carries a password, which would show wherever the "
+                           "parameter does; set it in DIFFBENCH_DATABASE_URL on the worker instead"])
+    return url
 
 
 @contextmanager
@@ -94,15 +102,20 @@ def _result_row(run_id: str, result: CaseResult) -> Result:
     return row
 
 
-def save_result(engine: Engine, run_id: str, result: CaseResult) -> None:
-    """Write a result, replacing the same (run, case, framework) if a retry wrote it before."""
+def save_results(engine: Engine, run_id: str, results: list[CaseResult]) -> None:
+    """Write results in one transaction, replacing any a retry wrote before for the same (case, framework)."""
     with reachable(str(engine.url)), Session(engine) as session, session.begin():
-        existing = session.scalars(select(Result).where(
-            Result.run_id == run_id, Result.case_id == result.case_id, Result.framework == result.framework))
-        for old in existing:
-            session.delete(old)
+        for result in results:
+            existing = session.scalars(select(Result).where(
+                Result.run_id == run_id, Result.case_id == result.case_id, Result.framework == result.framework))
+            for old in existing:
+                session.delete(old)
         session.flush()
-        session.add(_result_row(run_id, result))
+        session.add_all(_result_row(run_id, result) for result in results)
+
+
+def save_result(engine: Engine, run_id: str, result: CaseResult) -> None:
+    save_results(engine, run_id, [result])
 
 
 def import_exists(engine: Engine, import_key: str) -> bool:

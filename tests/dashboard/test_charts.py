@@ -1,0 +1,35 @@
+"""Trend charts: segments per comparable series, failures on the axis, PNG out."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+from PIL import Image
+
+from diffbench.dashboard.charts import STYLES, _segments, styles_for, trend_png
+
+
+def history() -> pd.DataFrame:
+    rows = []
+    for day in range(6):
+        rows.append({"started_at": pd.Timestamp("2026-11-01", tz="UTC") + pd.Timedelta(days=day),
+                     "framework": "sglang", "status": "ok" if day != 3 else "failed", "trigger": "schedule",
+                     "median_s": 1.0 + day / 10 if day != 3 else None, "max_s": 1.2, "min_s": 0.9,
+                     "series_key": "a" if day < 4 else "b"})
+    rows.append(rows[0] | {"framework": "vllm-omni", "trigger": "manual", "median_s": 2.0, "series_key": "c"})
+    return pd.DataFrame(rows)
+
+
+def test_a_config_change_starts_a_new_segment() -> None:
+    sglang = history()[history()["framework"] == "sglang"]
+    segments = _segments(sglang[sglang["status"] == "ok"])
+    assert [len(s) for s in segments] == [3, 2]
+
+
+def test_png_is_drawn_with_sglangs_styles() -> None:
+    styles = styles_for(["sglang", "vllm-omni", "diffusers-a", "diffusers-b"])
+    assert styles["sglang"] == STYLES["sglang"] and styles["vllm-omni"] == STYLES["vllm-omni"]
+    assert styles["diffusers-a"] != styles["diffusers-b"]
+    png = trend_png("flux", history(), styles_for(["sglang", "vllm-omni"]))
+    assert Image.open(io.BytesIO(png)).size == (900, 360)

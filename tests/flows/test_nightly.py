@@ -1,0 +1,138 @@
+"""The nightly flow end to end, on the reference engine and the tiny models."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+from sqlalchemy import text
+
+from diffbench.storage import store
+from flows.nightly import CasesFailed, diffusion_comparison
+
+SECRET_TOKEN = "hf_e2e_secret_token_value"
+
+
+def write_matrix(path: Path, tiny_models: dict[str, Path], cases: str) -> Path:
+    path.write_text(textwrap.dedent(f"""
+        measurement_repeats: 2
+        deadlines: {{ready_s: 120, request_s: 60, case_minutes: 10}}
+        cases:
+        """) + textwrap.dedent(cases).format(flux=tiny_models["flux"], wan=tiny_models["wan"]))
+    return path
+
+
+GOOD_CASES = """
+  - {{id: flux_t2i, model: {flux}, task: text-to-image, width: 64, height: 64, num_inference_steps: 3, seed: 1,
+      frameworks: {{diffusers: {{serve_args: --device cpu}}}}}}
+  - {{id: flux_edit, model: {flux}, task: image-edit, width: 64, height: 64, num_inference_steps: 4, seed: 1,
+      frameworks: {{diffusers: {{serve_args: --device cpu}}}}}}
+  - {{id: wan_t2v, model: {wan}, task: text-to-video, width: 64, height: 32, num_frames: 5,
+      num_inference_steps: 2, seed: 1, frameworks: {{diffusers: {{serve_args: --device cpu}}}}}}
+"""
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DIFFBENCH_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("DIFFBENCH_DASHBOARD_DIR", str(tmp_path / "dashboard"))
+    monkeypatch.setenv("HF_TOKEN", SECRET_TOKEN)
+    return tmp_path
+
+
+def our_servers(root: Path) -> list[psutil.Process]:
+    """Processes whose command line mentions the test's folder: servers we started."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(str(root) in part for part in process.info["cmdline"] or []) and process.pid != psutil.Process().pid:
+            found.append(process)
+    return found
+
+
+def all_text(engine) -> str:
+    """Every row of every table, as text, to look for secrets in."""
+    with engine.connect() as connection:
+        return "\n".join(str(row) for table in ("runs", "results", "samples", "stage_timings")
+                         for row in connection.execute(text(f"SELECT * FROM {table}")))
+
+
+def test_flow_end_to_end(prefect_api, tiny_models, isolated: Path, database_url: str,
+                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIFFBENCH_DATABASE_URL", database_url)
+    config = write_matrix(isolated / "nightly.yaml", tiny_models, GOOD_CASES)
+    assert diffusion_comparison(config=str(config), trigger="api", label="e2e") == {"measured": 3}
+
+    engine = store.open_database(database_url)
+    frame = store.results_frame(engine).set_index("case_id")
+    assert (frame["status"] == "ok").all() and (frame["n"] == 2).all()
+    assert frame["trigger"].unique().tolist() == ["api"] and frame["label"].unique().tolist() == ["e2e"]
+    assert frame["run_status"].unique().tolist() == ["ok"]
+    assert (frame["server_median_s"] < frame["median_s"]).all()
+    assert store.counts(engine)["stage_timings"] == 3 * 2 * 3  # three stages per request
+    with engine.connect() as connection:
+        rows = connection.execute(text(
+            "SELECT case_id, model_revision, download_s, ready_s, first_request_latency_s, serve_argv FROM results"
+        )).all()
+        sources = {r[0] for r in connection.execute(text("SELECT DISTINCT server_latency_source FROM samples"))}
+    assert sources == {"perf_dump"}
+    for case_id, revision, download_s, ready_s, first_s, argv in rows:
+        assert revision == "local" and download_s >= 0 and ready_s > 0 and first_s > 0, case_id
+    # flux_t2i and flux_edit share one server: one launch, one log.
+    argv_by_case = {r[0]: r[5] for r in rows}
+    assert argv_by_case["flux_t2i"] == argv_by_case["flux_edit"]
+    assert len(list((isolated / "state" / "runs").rglob("server.log"))) == 2
+
+    index = (isolated / "dashboard" / "index.md").read_text()
+    for case_id in ("flux_t2i", "flux_edit", "wan_t2v"):
+        assert f"| {case_id} |" in index and (isolated / "dashboard" / f"{case_id}.png").exists()
+    assert not list((isolated / "state").rglob("server.pid")) and not our_servers(isolated)
+    assert SECRET_TOKEN not in all_text(engine) + index
+    engine.dispose()
+
+
+FAILING_CASES = GOOD_CASES.split("  - {{id: flux_edit")[0] + """
+  - {{id: bad_flag, model: {wan}, task: text-to-video, num_frames: 5,
+      frameworks: {{diffusers: {{serve_args: --device cpu --no-such-flag}}}}}}
+  - {{id: slow_start, model: {wan}, task: text-to-video, num_frames: 5, deadlines: {{ready_s: 0.5}},
+      frameworks: {{diffusers: {{serve_args: [--device, cpu, --dtype, float32]}}}}}}
+  - {{id: pipeline_error, model: {flux}, task: text-to-image, width: 32, height: 32,
+      frameworks: {{diffusers: {{serve_args: [--device, cpu, --dtype, bfloat16],
+                                 request_extra: {{max_sequence_length: 1024}}}}}}}}
+  - {{id: missing_model, model: /nonexistent/model, task: text-to-image,
+      frameworks: {{diffusers: {{serve_args: --device cpu}}}}}}
+"""
+
+
+def test_failures_are_classified_isolated_and_cleaned_up(prefect_api, tiny_models, isolated: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{isolated / 'results.db'}"
+    monkeypatch.setenv("DIFFBENCH_DATABASE_URL", url)
+    config = write_matrix(isolated / "nightly.yaml", tiny_models, FAILING_CASES)
+    with pytest.raises(CasesFailed, match="4 case\\(s\\) failed"):
+        diffusion_comparison(config=str(config))
+
+    engine = store.open_database(url)
+    with engine.connect() as connection:
+        rows = {r[0]: r[1:] for r in connection.execute(text(
+            "SELECT case_id, status, error_class, error_message, log_tail, n FROM results"))}
+    assert rows["flux_t2i"][:2] == ("ok", None) and rows["flux_t2i"][4] == 2
+    assert rows["bad_flag"][:2] == ("failed", "server_exit")
+    assert "unrecognized arguments: --no-such-flag" in rows["bad_flag"][3]
+    assert rows["slow_start"][:2] == ("failed", "timeout") and "not ready after 0.5 s" in rows["slow_start"][2]
+    assert rows["pipeline_error"][:2] == ("failed", "http_error") and "HTTP 500" in rows["pipeline_error"][2]
+    assert rows["missing_model"][:2] == ("failed", "download")
+    index = (isolated / "dashboard" / "index.md").read_text()
+    for error_class in ("server_exit", "timeout", "http_error", "download"):
+        assert f"**{error_class}**" in index
+    assert not list((isolated / "state").rglob("server.pid")) and not our_servers(isolated)
+    engine.dispose()
+
+
+def test_a_password_in_the_parameter_is_refused(prefect_api, isolated: Path, tiny_models) -> None:
+    from diffbench.errors import ConfigError
+
+    config = write_matrix(isolated / "nightly.yaml", tiny_models, GOOD_CASES)
+    with pytest.raises(ConfigError, match="carries a password"):
+        diffusion_comparison(config=str(config), database_url="postgresql+psycopg://u:pw@db/results")

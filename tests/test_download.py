@@ -1,0 +1,34 @@
+"""Model downloads: local paths as they are, clear and fast failures, no token in messages."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from diffbench.download import LOCAL_REVISION, download_model
+from diffbench.errors import DownloadError
+
+
+def test_local_path_is_used_as_is(tmp_path: Path) -> None:
+    result = download_model(str(tmp_path), None, None, None)
+    assert (result.path, result.revision) == (str(tmp_path), LOCAL_REVISION)
+
+
+def test_missing_local_model_fails_at_once(tmp_path: Path) -> None:
+    with pytest.raises(DownloadError) as caught:
+        download_model(str(tmp_path / "nope"), None, None, "hf_secret_token_value")
+    assert caught.value.error_class == "download" and not caught.value.retryable
+    assert "no such directory" in str(caught.value)
+
+
+def test_unreachable_hub_fails_in_seconds_without_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.monotonic()
+    with pytest.raises(DownloadError) as caught:
+        download_model("org/missing-model", "main", tmp_path, "hf_secret_token_value")
+    assert time.monotonic() - started < 30
+    assert caught.value.error_class == "download" and caught.value.retryable
+    assert "org/missing-model@main" in str(caught.value)
+    assert "hf_secret_token_value" not in str(caught.value)
