@@ -58,7 +58,9 @@ def warm_up(server: Server, pair: Pair, image: bytes | None, deadline: Deadline)
             for _ in range(pair.warmup_requests)]
 
 
-def benchmark(server: Server, pair: Pair, image: bytes | None, samples: list[Sample], deadline: Deadline) -> list[Sample]:
+def benchmark(
+    server: Server, pair: Pair, image: bytes | None, samples: list[Sample], deadline: Deadline
+) -> list[Sample]:
     """Measure until `samples` holds `pair.measurement_repeats` samples.
 
     `samples` is appended to as each request finishes, so a retry continues where a failed

@@ -36,7 +36,8 @@ def parse(document: dict[str, Any]) -> PerfDump:
     """Read a perf-dump document; stage names keep only their last dotted part."""
     try:
         stages = {step["name"].rsplit(".", 1)[-1]: float(step["duration_ms"]) for step in document["steps"]}
-        steps = tuple(float(s["duration_ms"]) for s in sorted(document.get("denoise_steps_ms", []), key=lambda s: s["step"]))
+        ordered = sorted(document.get("denoise_steps_ms", []), key=lambda s: s["step"])
+        steps = tuple(float(s["duration_ms"]) for s in ordered)
         peaks = [c.get("peak_allocated_mb") for c in document.get("memory_checkpoints", {}).values()]
         total = float(document["total_duration_ms"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -43,7 +43,9 @@ def _gpu_notes(matrix: CaseMatrix) -> dict[tuple[str, str], list[str]]:
     return notes
 
 
-def build_plan(matrix: CaseMatrix, cases: list[str] | None = None, frameworks: list[str] | None = None) -> list[PlanRow]:
+def build_plan(
+    matrix: CaseMatrix, cases: list[str] | None = None, frameworks: list[str] | None = None
+) -> list[PlanRow]:
     """Rows for the selected pairs, plus one row per framework that has no adapter."""
     gpu_notes = _gpu_notes(matrix)
     rows = []

@@ -7,9 +7,11 @@ from prefect.cache_policies import NO_CACHE
 
 from diffbench.client import Sample
 from diffbench.launcher import Server
+from tasks.retry import RETRIES, is_retryable
 
 
-@task(task_run_name="{server.spec.pair.case.id}/{server.spec.pair.framework}: perf dump", cache_policy=NO_CACHE)
+@task(task_run_name="{server.spec.pair.case.id}/{server.spec.pair.framework}: perf dump",
+      cache_policy=NO_CACHE, retry_condition_fn=is_retryable, **RETRIES)
 def collect_perf_dump(server: Server, samples: list[Sample]) -> list[Sample]:
     collected = [server.engine.with_perf_dump(sample) for sample in samples]
     missing = sum(sample.perf_dump_missing for sample in collected)

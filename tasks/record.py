@@ -31,7 +31,8 @@ def start_run(recorder: Recorder, matrix: CaseMatrix, trigger: Trigger, label: s
     flow_run_id = runtime.flow_run.id
     run = RunInfo(
         id=flow_run_id or str(uuid.uuid4()), flow_run_id=flow_run_id, trigger=trigger,
-        label=label, baseline=matrix.matrix.baseline, started_at=datetime.now(UTC), host=f"{getpass.getuser()}@{socket.gethostname()}",
+        label=label, baseline=matrix.matrix.baseline, started_at=datetime.now(UTC),
+        host=f"{getpass.getuser()}@{socket.gethostname()}",
         gpu_model=hardware.gpu_model, driver=hardware.driver, diffbench_version=diffbench.__version__,
         config_path=str(matrix.path), config_sha256=hashlib.sha256(matrix.path.read_bytes()).hexdigest(),
     )

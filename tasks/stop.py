@@ -7,9 +7,11 @@ from prefect.cache_policies import NO_CACHE
 
 from diffbench.gpus import wait_memory_released
 from diffbench.launcher import Server
+from tasks.retry import RETRIES, is_retryable
 
 
-@task(task_run_name="{server.spec.pair.framework}: stop", cache_policy=NO_CACHE)
+@task(task_run_name="{server.spec.pair.framework}: stop", cache_policy=NO_CACHE,
+      retry_condition_fn=is_retryable, **RETRIES)
 def stop_server(server: Server) -> dict[int, float]:
     server.stop()
     held = wait_memory_released(server.spec.gpus)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from diffbench.cases import Case, Matrix, Pair, resolve
+from diffbench.cases import Matrix, Pair, resolve
 from diffbench.engines import ENGINES, ServerSpec
 
 # Read when tasks/ is first imported (by the flow tests): short waits keep retry tests quick.
@@ -63,10 +63,6 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("models")
     return {arch: build(arch, root / f"tiny-{arch}") for arch in ("flux", "wan")}
-
-
-def case_of(**fields: object) -> Case:
-    return Case.model_validate({"id": "c", "model": "m", "task": "text-to-image", "frameworks": {"sglang": {}}} | fields)
 
 
 @contextmanager

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SGLANG_CONFIGS
 from diffbench.config import load_matrix
 from diffbench.errors import ConfigError
+
+from conftest import SGLANG_CONFIGS
 
 
 def problems_of(path: Path) -> list[str]:

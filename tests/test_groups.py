@@ -7,10 +7,11 @@ import time
 
 import pytest
 
-from conftest import make_pair
 from diffbench.errors import ConfigError
 from diffbench.gpus import GpuPool, detect
 from diffbench.groups import server_groups
+
+from conftest import make_pair
 
 
 def test_cases_with_the_same_server_share_it_and_wide_servers_go_first() -> None:

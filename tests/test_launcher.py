@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_pair
 from diffbench.engines import ServerSpec
 from diffbench.engines.reference import ReferenceEngine
 from diffbench.errors import NotReady, OutOfMemory, ServerExited
 from diffbench.launcher import Server, free_port, reap_leftovers
+
+from conftest import make_pair
 
 
 class ScriptEngine(ReferenceEngine):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import make_pair
 from diffbench.download import Download
 from diffbench.errors import CaseTimeout, NotReady
 from diffbench.measure import CaseRecord, Deadline
+
+from conftest import make_pair
 from factories import make_sample
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import diffbench
-import diffbench.engines as engines
+from diffbench import engines
 
 PACKAGE = Path(diffbench.__file__).parent
 

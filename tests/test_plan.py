@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SGLANG_CONFIGS
 from diffbench.cli import main
 from diffbench.config import load_matrix
 from diffbench.plan import build_plan, render
+
+from conftest import SGLANG_CONFIGS
 
 CROSS = next(p for p in SGLANG_CONFIGS if "cross-framework" in p.name)
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REFERENCE
 from diffbench import dashboard
 from diffbench.errors import ConfigError
 from diffbench.sglang_import import error_class_of, import_file, parse
 from diffbench.storage import store
+
+from conftest import REFERENCE
 
 RESULT_FILES = sorted((REFERENCE / "sglang" / "results").glob("*.json"))
 

@@ -51,8 +51,9 @@ def trend_png(case_id: str, history: pd.DataFrame, styles: dict[str, dict[str, s
                       linestyle=style["linestyle"], markersize=4, label=framework if index == 0 else None)
             if index > 0:
                 axes.axvline(segment["started_at"].iloc[0], color=style["color"], linestyle=":", linewidth=1)
-                axes.annotate("config or method changed", (segment["started_at"].iloc[0], 1.0), xycoords=("data", "axes fraction"),
-                              fontsize=7, color=style["color"], rotation=90, va="top", ha="right")
+                axes.annotate("config or method changed", (segment["started_at"].iloc[0], 1.0),
+                              xycoords=("data", "axes fraction"), fontsize=7, color=style["color"], rotation=90,
+                              va="top", ha="right")
         adhoc = ok[ok["trigger"] != "schedule"]
         if not adhoc.empty:
             axes.plot(adhoc["started_at"], adhoc["median_s"], linestyle="none", marker=style["marker"],

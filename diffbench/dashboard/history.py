@@ -23,8 +23,8 @@ def pick_run(frame: pd.DataFrame, run_id: str | None) -> str:
 def comparable_history(frame: pd.DataFrame, row: pd.Series) -> list[float]:
     """Medians of the last nightly results of the same series before `row`'s run."""
     earlier = frame[
-        (frame["case_id"] == row["case_id"]) & (frame["series_key"] == row["series_key"]) & (frame["trigger"] == "schedule") & (frame["status"] == "ok")
-        & (frame["started_at"] < row["started_at"])
+        (frame["case_id"] == row["case_id"]) & (frame["series_key"] == row["series_key"])
+        & (frame["trigger"] == "schedule") & (frame["status"] == "ok") & (frame["started_at"] < row["started_at"])
     ]
     return earlier["median_s"].tail(HISTORY_NIGHTS).tolist()
 

@@ -38,9 +38,26 @@ def form_fields(fields: dict[str, Any]) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items() if v is not None}
 
 
-def dropped_none(fields: dict[str, Any]) -> dict[str, Any]:
-    """Unset fields are left out, so the server uses the model's default."""
-    return {k: v for k, v in fields.items() if v is not None}
+def generation_fields(spec: ServerSpec, **engine_fields: Any) -> dict[str, Any]:
+    """The OpenAI-style fields both engine APIs share, then the request extras.
+
+    Unset fields are left out, so the server uses the model's default.
+    """
+    case = spec.pair.case
+    fields = {
+        "model": spec.model_path,
+        "prompt": case.prompt,
+        "negative_prompt": case.negative_prompt,
+        "size": case.size,
+        "num_inference_steps": case.num_inference_steps,
+        "guidance_scale": case.guidance_scale,
+        "seed": case.seed,
+    } | engine_fields
+    if case.is_video:
+        fields |= {"num_frames": case.num_frames, "fps": case.fps}
+    else:
+        fields |= {"n": 1, "response_format": "b64_json"}
+    return {k: v for k, v in (fields | spec.pair.request_extra).items() if v is not None}
 
 
 def image_part(image: bytes | None) -> tuple[str, bytes, str]:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from diffbench import client, perf_dump
 from diffbench.cases import Pair
 from diffbench.engines.base import (
     Engine,
     ServerSpec,
-    dropped_none,
     flag_enabled,
     flag_value,
     form_fields,
+    generation_fields,
     image_part,
     parallel_degree,
 )
@@ -71,28 +71,9 @@ class SGLangEngine(Engine):
             return "/v1/videos"
         return "/v1/images/edits" if pair.case.task == "image-edit" else "/v1/images/generations"
 
-    def request_fields(self, spec: ServerSpec, perf_dump_path: Path | None) -> dict[str, Any]:
-        """The generation fields shared by image and video requests."""
-        case = spec.pair.case
-        fields: dict[str, Any] = {
-            "model": spec.model_path,
-            "prompt": case.prompt,
-            "negative_prompt": case.negative_prompt,
-            "size": case.size,
-            "num_inference_steps": case.num_inference_steps,
-            "guidance_scale": case.guidance_scale,
-            "seed": case.seed,
-            "perf_dump_path": str(perf_dump_path) if perf_dump_path else None,
-        }
-        if case.is_video:
-            fields |= {"num_frames": case.num_frames, "fps": case.fps}
-        else:
-            fields |= {"n": 1, "response_format": "b64_json"}
-        return dropped_none(fields | spec.pair.request_extra)
-
     def request(self, spec: ServerSpec, image: bytes | None, perf_dump_path: Path | None) -> client.Request:
         pair = spec.pair
-        fields = self.request_fields(spec, perf_dump_path)
+        fields = generation_fields(spec, perf_dump_path=str(perf_dump_path) if perf_dump_path else None)
         path = self.endpoint(pair)
         output = "video" if pair.case.is_video else "image"
         mode = "poll" if pair.case.is_video else None

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from diffbench import client
 from diffbench.cases import Pair
-from diffbench.engines.base import Engine, ServerSpec, dropped_none, form_fields, image_part, parallel_degree
+from diffbench.engines.base import Engine, ServerSpec, form_fields, generation_fields, image_part, parallel_degree
 
 PARALLEL_FLAGS = {
     "tp": ("--tensor-parallel-size", "-tp"),
@@ -34,7 +33,8 @@ class VllmOmniEngine(Engine):
         degree, factors = parallel_degree(pair.options.serve_args, PARALLEL_FLAGS)
         if degree != pair.num_gpus:
             spelled = " × ".join(factors) or "no parallel flags"
-            return f"serve_args use {degree} GPU(s) ({spelled}), but it gets {pair.num_gpus}; vllm-omni derives nothing from a GPU count"
+            return (f"serve_args use {degree} GPU(s) ({spelled}), but it gets {pair.num_gpus}; "
+                    "vllm-omni derives nothing from a GPU count")
         return None
 
     def endpoint(self, pair: Pair) -> str:
@@ -45,21 +45,11 @@ class VllmOmniEngine(Engine):
 
     def request(self, spec: ServerSpec, image: bytes | None, perf_dump_path: Path | None) -> client.Request:
         case = spec.pair.case
-        fields: dict[str, Any] = {
-            "model": spec.model_path,
-            "prompt": case.prompt,
-            "negative_prompt": case.negative_prompt,
-            "size": case.size,
-            "num_inference_steps": case.num_inference_steps,
-            "guidance_scale": case.guidance_scale,
-            "seed": case.seed,
-        }
+        fields = generation_fields(spec)
         path = self.endpoint(spec.pair)
         if case.is_video:
-            fields = dropped_none(fields | {"num_frames": case.num_frames, "fps": case.fps} | spec.pair.request_extra)
             files = {"input_reference": image_part(image)} if case.needs_image else None
             return client.Request(path, "video", "sync", data=form_fields(fields), files=files)
-        fields = dropped_none(fields | {"n": 1, "response_format": "b64_json"} | spec.pair.request_extra)
         if case.task == "image-edit":
             return client.Request(path, "image", data=form_fields(fields), files={"image": image_part(image)})
         return client.Request(path, "image", json=fields)

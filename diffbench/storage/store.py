@@ -67,7 +67,9 @@ def save_run(engine: Engine, run: RunInfo) -> None:
             session.add(Run(**asdict(run), status="running", engine_versions={}))
 
 
-def finish_run(engine: Engine, run_id: str, status: str, finished_at: datetime, engine_versions: dict[str, str]) -> None:
+def finish_run(
+    engine: Engine, run_id: str, status: str, finished_at: datetime, engine_versions: dict[str, str]
+) -> None:
     with reachable(str(engine.url)), Session(engine) as session, session.begin():
         session.execute(update(Run).where(Run.id == run_id).values(
             status=status, finished_at=finished_at, engine_versions=engine_versions))
@@ -129,11 +131,12 @@ def delete_run(engine: Engine, run_id: str) -> None:
 
 
 RESULT_COLUMNS = [
-    Result.run_id, Run.started_at, Run.trigger, Run.label, Run.baseline, Run.source, Run.host, Run.gpu_model, Run.driver,
-    Run.diffbench_version, Run.engine_versions, Run.status.label("run_status"), Result.case_id, Result.framework,
-    Result.engine, Result.status, Result.error_class, Result.median_s, Result.min_s, Result.max_s, Result.n,
-    Result.server_median_s, Result.config_hash, Result.series_key, Result.methodology, Result.num_gpus,
-    Result.engine_version, Result.model, Result.task,
+    Result.run_id, Run.started_at, Run.trigger, Run.label, Run.baseline, Run.source, Run.host, Run.gpu_model,
+    Run.driver, Run.diffbench_version, Run.engine_versions, Run.status.label("run_status"),
+    Result.case_id, Result.framework, Result.engine, Result.status, Result.error_class,
+    Result.median_s, Result.min_s, Result.max_s, Result.n, Result.server_median_s,
+    Result.config_hash, Result.series_key, Result.methodology, Result.num_gpus, Result.engine_version,
+    Result.model, Result.task,
 ]
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from diffbench import dashboard
 from diffbench.storage import store
+
 from factories import make_result, make_run
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_pair, make_spec
 from diffbench.engines import ENGINES
 from diffbench.engines.reference import ReferenceEngine
 from diffbench.engines.sglang import SGLangEngine
+
+from conftest import make_pair, make_spec
 
 ENGINE = ReferenceEngine()
 
@@ -31,7 +32,7 @@ def test_one_device_only() -> None:
 @pytest.mark.parametrize("task", ["text-to-image", "image-edit", "text-to-video", "image-to-video",
                                   "text-image-to-video"])
 def test_requests_are_sglangs(task: str) -> None:
-    image = b"png" if task != "text-to-image" and task != "text-to-video" else None
+    image = None if task in {"text-to-image", "text-to-video"} else b"png"
     ours = ENGINE.request(make_spec(make_pair("diffusers", task=task, seed=1)), image, Path("/d.json"))
     theirs = SGLangEngine().request(make_spec(make_pair("sglang", task=task, seed=1)), image, Path("/d.json"))
     assert ours == theirs

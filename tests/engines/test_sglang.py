@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SGLANG_CONFIGS, make_pair, make_spec
 from diffbench import perf_dump
 from diffbench.client import Output, Sample
 from diffbench.config import load_matrix
 from diffbench.engines.sglang import SGLangEngine
 from diffbench.media import Decoded
+
+from conftest import SGLANG_CONFIGS, make_pair, make_spec
 
 ENGINE = SGLangEngine()
 IMAGE = b"\x89PNG fake input"

@@ -7,10 +7,11 @@ import shlex
 
 import pytest
 
-from conftest import make_pair, make_spec
 from diffbench.client import Output
 from diffbench.engines.vllm_omni import VllmOmniEngine
 from diffbench.media import Decoded
+
+from conftest import make_pair, make_spec
 
 ENGINE = VllmOmniEngine()
 IMAGE = b"\x89PNG fake input"
@@ -52,7 +53,8 @@ def test_image_edit_payload() -> None:
 def test_video_uses_the_sync_endpoint_as_multipart(task: str) -> None:
     pair = make_pair("vllm-omni", task=task, width=832, height=480, num_frames=33, fps=16)
     request = ENGINE.request(make_spec(pair), IMAGE, None)
-    assert (request.path, request.output, request.video_mode, request.json) == ("/v1/videos/sync", "video", "sync", None)
+    assert (request.path, request.output, request.video_mode) == ("/v1/videos/sync", "video", "sync")
+    assert request.json is None
     assert request.data == {"model": "org/model", "prompt": "a cat", "size": "832x480", "num_frames": "33",
                             "fps": "16"}
     expected_files = None if task == "text-to-video" else {"input_reference": ("input.png", IMAGE, "image/png")}

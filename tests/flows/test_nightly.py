@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import psutil
 import pytest
+from prefect.artifacts import Artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from diffbench.storage import store
 from flows.nightly import CasesFailed, diffusion_comparison
+from tasks.dashboard import ARTIFACT_KEY
 
 SECRET_TOKEN = "hf_e2e_secret_token_value"
 
 
 def write_matrix(path: Path, tiny_models: dict[str, Path], cases: str) -> Path:
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(textwrap.dedent("""
         measurement_repeats: 2
-        deadlines: {{ready_s: 120, request_s: 60, case_minutes: 10}}
+        deadlines: {ready_s: 120, request_s: 60, case_minutes: 10}
         cases:
         """) + textwrap.dedent(cases).format(flux=tiny_models["flux"], wan=tiny_models["wan"]))
     return path
@@ -62,7 +69,8 @@ def test_flow_end_to_end(prefect_api, tiny_models, isolated: Path, database_url:
                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIFFBENCH_DATABASE_URL", database_url)
     config = write_matrix(isolated / "nightly.yaml", tiny_models, GOOD_CASES)
-    assert diffusion_comparison(config=str(config), trigger="api", label="e2e") == {"measured": 3}
+    state = diffusion_comparison(config=str(config), trigger="api", label="e2e", return_state=True)
+    assert state.is_completed() and state.result() == {"measured": 3}
 
     engine = store.open_database(database_url)
     frame = store.results_frame(engine).set_index("case_id")
@@ -77,7 +85,7 @@ def test_flow_end_to_end(prefect_api, tiny_models, isolated: Path, database_url:
         )).all()
         sources = {r[0] for r in connection.execute(text("SELECT DISTINCT server_latency_source FROM samples"))}
     assert sources == {"perf_dump"}
-    for case_id, revision, download_s, ready_s, first_s, argv in rows:
+    for case_id, revision, download_s, ready_s, first_s, _ in rows:
         assert revision == "local" and download_s >= 0 and ready_s > 0 and first_s > 0, case_id
     # flux_t2i and flux_edit share one server: one launch, one log.
     argv_by_case = {r[0]: r[5] for r in rows}
@@ -88,11 +96,18 @@ def test_flow_end_to_end(prefect_api, tiny_models, isolated: Path, database_url:
     for case_id in ("flux_t2i", "flux_edit", "wan_t2v"):
         assert f"| {case_id} |" in index and (isolated / "dashboard" / f"{case_id}.png").exists()
     assert not list((isolated / "state").rglob("server.pid")) and not our_servers(isolated)
-    assert SECRET_TOKEN not in all_text(engine) + index
+    artifact = Artifact.get(ARTIFACT_KEY)
+    assert "| flux_t2i |" in artifact.data and "data:image/png;base64," in artifact.data
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    log_text = "\n".join(log.message for log in logs)
+    assert "2 request(s): median" in log_text
+    assert SECRET_TOKEN not in all_text(engine) + index + artifact.data + log_text
+    assert make_url(database_url).password is None or make_url(database_url).password not in log_text
     engine.dispose()
 
 
-FAILING_CASES = GOOD_CASES.split("  - {{id: flux_edit")[0] + """
+FAILING_CASES = GOOD_CASES.split("  - {{id: flux_edit", maxsplit=1)[0] + """
   - {{id: bad_flag, model: {wan}, task: text-to-video, num_frames: 5,
       frameworks: {{diffusers: {{serve_args: --device cpu --no-such-flag}}}}}}
   - {{id: slow_start, model: {wan}, task: text-to-video, num_frames: 5, deadlines: {{ready_s: 0.5}},
@@ -136,3 +151,16 @@ def test_a_password_in_the_parameter_is_refused(prefect_api, isolated: Path, tin
     config = write_matrix(isolated / "nightly.yaml", tiny_models, GOOD_CASES)
     with pytest.raises(ConfigError, match="carries a password"):
         diffusion_comparison(config=str(config), database_url="postgresql+psycopg://u:pw@db/results")
+
+
+def test_cli_run_exits_non_zero_when_a_case_fails(tiny_models, isolated: Path) -> None:
+    config = write_matrix(isolated / "nightly.yaml", tiny_models, """
+  - {{id: missing_model, model: /nonexistent/model, task: text-to-image,
+      frameworks: {{diffusers: {{serve_args: --device cpu}}}}}}
+""")
+    result = subprocess.run([sys.executable, "-m", "diffbench", "run", "--config", str(config),
+                             "--database-url", f"sqlite:///{isolated / 'cli.db'}"],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 1
+    assert "error: 1 case(s) failed: missing_model/diffusers: download" in result.stderr
+    assert "missing_model/diffusers: download" in result.stdout + result.stderr  # per-case progress

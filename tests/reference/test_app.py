@@ -9,13 +9,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import make_pair, make_spec, serve_in_thread
 from diffbench import media
 from diffbench.client import POLL_MAX_S
 from diffbench.engines.reference import ReferenceEngine
 from diffbench.errors import RequestFailed
 from diffbench.reference.app import create_app
 from diffbench.reference.runner import PipelineRunner
+
+from conftest import make_pair, make_spec, serve_in_thread
 
 ENGINE = ReferenceEngine()
 

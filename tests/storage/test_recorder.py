@@ -6,6 +6,7 @@ from pathlib import Path
 
 from diffbench.storage import store
 from diffbench.storage.recorder import Recorder
+
 from factories import make_result, make_run
 
 

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from diffbench.storage import store
+
 from factories import make_result, make_run, make_sample
 
 

@@ -96,7 +96,8 @@ def upgrade() -> None:
     sa.Column('poll_bound_s', sa.Double(), nullable=True),
     sa.Column('perf_dump_missing', sa.Boolean(), nullable=False),
     sa.Column('denoise_step_ms', sa.JSON(), nullable=False),
-    sa.ForeignKeyConstraint(['result_id'], ['results.id'], name=op.f('fk_samples_result_id_results'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['result_id'], ['results.id'], name=op.f('fk_samples_result_id_results'),
+                            ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_samples')),
     sa.UniqueConstraint('result_id', 'index', name='uq_samples_result_index')
     )
@@ -108,7 +109,8 @@ def upgrade() -> None:
     sa.Column('sample_id', sa.Integer(), nullable=False),
     sa.Column('stage', sa.String(length=100), nullable=False),
     sa.Column('duration_ms', sa.Double(), nullable=False),
-    sa.ForeignKeyConstraint(['sample_id'], ['samples.id'], name=op.f('fk_stage_timings_sample_id_samples'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['sample_id'], ['samples.id'], name=op.f('fk_stage_timings_sample_id_samples'),
+                            ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_stage_timings')),
     sa.UniqueConstraint('sample_id', 'stage', name='uq_stage_timings_sample_stage')
     )
