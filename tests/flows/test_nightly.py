@@ -9,9 +9,14 @@ from pathlib import Path
 
 import psutil
 import pytest
-from prefect.artifacts import Artifact
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -96,10 +101,12 @@ def test_flow_end_to_end(prefect_api, tiny_models, isolated: Path, database_url:
     for case_id in ("flux_t2i", "flux_edit", "wan_t2v"):
         assert f"| {case_id} |" in index and (isolated / "dashboard" / f"{case_id}.png").exists()
     assert not list((isolated / "state").rglob("server.pid")) and not our_servers(isolated)
-    artifact = Artifact.get(ARTIFACT_KEY)
-    assert "| flux_t2i |" in artifact.data and "data:image/png;base64," in artifact.data
     with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[ARTIFACT_KEY]), flow_run_id=ArtifactFilterFlowRunId(
+                any_=[state.state_details.flow_run_id])))
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    assert "| flux_t2i |" in artifact.data and "data:image/png;base64," in artifact.data
     log_text = "\n".join(log.message for log in logs)
     assert "2 request(s): median" in log_text
     assert SECRET_TOKEN not in all_text(engine) + index + artifact.data + log_text
