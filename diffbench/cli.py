@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -102,6 +103,26 @@ def _import_sglang(args: argparse.Namespace) -> int:
     return 0
 
 
+def _infra_up(args: argparse.Namespace) -> int:
+    from diffbench.infra import LocalStack  # noqa: PLC0415
+
+    stack = LocalStack(args.home, port=args.port)
+    try:
+        stack.start_server()
+        stack.create_pool()
+        stack.create_automation()
+        stack.deploy()
+        stack.start_worker(args.worker)
+        print(f"Prefect UI: http://127.0.0.1:{args.port}  (logs in {args.home})")
+        print(f"export PREFECT_API_URL={stack.api_url}")
+        print("deployments: diffusion-comparison/nightly, diffusion-comparison/adhoc, diffusion-shard/shard")
+        print(f"worker {args.worker!r} polls the 'gpu' pool; Ctrl-C stops everything", flush=True)
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        stack.stop()
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="diffbench", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -146,6 +167,17 @@ def parser() -> argparse.ArgumentParser:
     imports.add_argument("--database-url", help="default: DIFFBENCH_DATABASE_URL, else a local SQLite file")
     imports.set_defaults(handler=_import_sglang)
 
+    infra = commands.add_parser("infra", help="a local Prefect server and worker, without Docker")
+    infra_commands = infra.add_subparsers(dest="infra_command", required=True)
+    up = infra_commands.add_parser("up", help="server, gpu pool, automation, deployments and one worker")
+    up.add_argument("--home", type=Path, default=Path(".diffbench/infra"), help="logs and the server's database")
+    up.add_argument("--port", type=int, default=4200)
+    up.add_argument("--worker", default="local-gpu-1", help="the worker's name")
+    up.set_defaults(handler=_infra_up)
+
+    # Listed for --help only: main() hands `trigger` to its own parser, which also runs standalone in CI.
+    commands.add_parser("trigger", help="start a deployment run through the Prefect API and follow it")
+
     demo = commands.add_parser("demo", help="the whole flow on the tiny models, two reference configurations, SQLite")
     demo.add_argument("--workdir", type=Path, default=Path(".diffbench/demo"))
     demo.set_defaults(handler=_demo)
@@ -153,6 +185,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["trigger"]:
+        from diffbench.trigger import main as trigger_main  # noqa: PLC0415
+
+        return trigger_main(argv[1:])
     args = parser().parse_args(argv)
     try:
         return args.handler(args)

@@ -11,6 +11,7 @@
     ├── BadOutput                         "bad_output"
     ├── DownloadError                     "download"
     ├── CaseTimeout                       "case_timeout"
+    ├── ShardLost                         "crashed"
     └── StorageUnavailable                "storage"
 
 `error_class` is the short string stored with a result; `retryable` says whether
@@ -110,3 +111,9 @@ class StorageUnavailable(DiffbenchError):
 
     error_class = "storage"
     retryable = True
+
+
+class ShardLost(DiffbenchError):
+    """The shard flow run measuring a case crashed or vanished (its worker or host died)."""
+
+    error_class = "crashed"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import threading
+import fcntl
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pynvml
 
@@ -15,6 +17,7 @@ from diffbench.errors import ConfigError
 MB = 1024 * 1024
 # Memory a driver keeps on an idle GPU; anything above it after a stop belongs to a leftover.
 IDLE_MEMORY_MB = 1024
+LOCK_POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -70,38 +73,59 @@ def wait_memory_released(gpu_ids: tuple[int, ...], timeout_s: float = 60.0) -> d
 
 
 class GpuPool:
-    """Hands out GPU ids to servers running side by side on one host.
+    """Hands out GPU ids to servers on one host, across threads and flow runs alike.
 
-    Without GPUs there is a single slot, so CPU servers run one at a time and do not
-    compete for cores while they are measured.
+    Each GPU is a lock file under `lock_dir`, held with flock while a server uses it, so two
+    flow runs on one host (two shards, say) never get the same GPU; a crashed holder's locks go
+    with its process. Without GPUs there is a single CPU slot, so CPU servers run one at a
+    time and do not compete for cores while measured.
     """
 
-    def __init__(self, gpu_ids: tuple[int, ...]) -> None:
-        self.free = list(gpu_ids)
-        self.total = len(gpu_ids)
-        self._cpu_slot_taken = False
-        self._changed = threading.Condition()
+    def __init__(self, gpu_ids: tuple[int, ...], lock_dir: Path) -> None:
+        self.gpu_ids = gpu_ids
+        self.lock_dir = lock_dir
+        lock_dir.mkdir(parents=True, exist_ok=True)
 
     def refusal(self, count: int) -> ConfigError | None:
         """Why `count` GPUs can never be handed out here, or None."""
-        if self.total and count > self.total:
-            return ConfigError([f"needs {count} GPUs, this host offers {self.total}"])
+        if self.gpu_ids and count > len(self.gpu_ids):
+            return ConfigError([f"needs {count} GPUs, this host offers {len(self.gpu_ids)}"])
         return None
+
+    def _try_take(self, count: int) -> dict[int | str, int] | None:
+        """Lock files held for `count` GPUs (or the CPU slot), or None if not all are free now."""
+        slots: list[int | str] = list(self.gpu_ids) or ["cpu"]
+        needed = count if self.gpu_ids else 1
+        held: dict[int | str, int] = {}
+        for slot in slots:
+            if len(held) == needed:
+                break
+            fd = os.open(self.lock_dir / f"{slot}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            held[slot] = fd
+        if len(held) == needed:
+            return held
+        self._release(held)
+        return None
+
+    @staticmethod
+    def _release(held: dict[int | str, int]) -> None:
+        for fd in held.values():
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     @contextmanager
     def take(self, count: int) -> Iterator[tuple[int, ...]]:
         """Block until `count` GPUs are free and hold them for the `with` block."""
         if error := self.refusal(count):
             raise error
-        with self._changed:
-            self._changed.wait_for(lambda: len(self.free) >= count if self.total else not self._cpu_slot_taken)
-            taken = tuple(self.free[:count]) if self.total else ()
-            self.free = self.free[count:] if self.total else self.free
-            self._cpu_slot_taken = not self.total
+        while (held := self._try_take(count)) is None:
+            time.sleep(LOCK_POLL_S)
         try:
-            yield taken
+            yield tuple(sorted(slot for slot in held if isinstance(slot, int)))
         finally:
-            with self._changed:
-                self.free = sorted(self.free + list(taken))
-                self._cpu_slot_taken = False
-                self._changed.notify_all()
+            self._release(held)

@@ -77,6 +77,7 @@ class CaseRecord:
 
     pair: Pair
     hardware: str
+    host: str | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     download: Download | None = None
     server: Server | None = None
@@ -93,7 +94,7 @@ class CaseRecord:
             case_id=pair.case.id, framework=pair.framework, engine=pair.engine,
             status="failed" if error is not None else "ok", config_hash=pair.config_hash, methodology=METHODOLOGY,
             hardware=self.hardware, model=pair.model, num_gpus=pair.num_gpus, task=pair.case.task,
-            started_at=self.started_at, finished_at=datetime.now(UTC),
+            started_at=self.started_at, finished_at=datetime.now(UTC), host=self.host,
             engine_version=ENGINES[pair.engine]().installed_version(),
             model_revision=self.download.revision if self.download else pair.case.revision,
             serve_argv=server.argv if server else [], gpu_ids=list(server.spec.gpus) if server else [],

@@ -37,6 +37,17 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """The verdict of one (case, framework), all a run needs to finish."""
+
+    case_id: str
+    framework: str
+    status: str
+    error_class: str | None
+    engine_version: str | None
+
+
+@dataclass(frozen=True)
 class CaseResult:
     """The outcome of one (case, framework): its measurements, or why there are none."""
 
@@ -52,6 +63,7 @@ class CaseResult:
     task: str
     started_at: datetime
     finished_at: datetime
+    host: str | None = None
     engine_version: str | None = None
     model_revision: str | None = None
     serve_argv: list[str] = field(default_factory=list)
@@ -69,6 +81,10 @@ class CaseResult:
         """Results with the same key are comparable: same case config, engine, hardware, method."""
         controls = [self.config_hash, self.engine, self.hardware, self.methodology]
         return hashlib.sha256(json.dumps(controls).encode()).hexdigest()[:16]
+
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome(self.case_id, self.framework, self.status, self.error_class, self.engine_version)
 
     @property
     def client(self) -> Summary | None:

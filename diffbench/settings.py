@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -25,6 +26,7 @@ class Settings(BaseSettings):
     hf_token: SecretStr | None = Field(None, validation_alias=AliasChoices("DIFFBENCH_HF_TOKEN", "HF_TOKEN"))
     hf_token_block: str | None = Field(None, description="Name of a Prefect Secret block holding the HF token.")
     gpus: list[int] | None = Field(None, description="GPU ids this host may use; default: every GPU NVML sees.")
+    host_label: str = Field(default_factory=socket.gethostname, description="Names this host on each result.")
     retry_delays_s: list[float] = Field([10, 60], description="Waits before the retries of a failed step.")
     dashboard_dir: Path = Field(Path(".diffbench/dashboard"), description="Where the flow renders the dashboard.")
 

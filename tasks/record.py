@@ -16,7 +16,7 @@ import diffbench
 from diffbench.config import CaseMatrix
 from diffbench.gpus import Hardware
 from diffbench.launcher import reap_leftovers
-from diffbench.results import CaseResult, RunInfo, Trigger
+from diffbench.results import CaseResult, Outcome, RunInfo, Trigger
 from diffbench.storage.recorder import Recorder
 from diffbench.storage.store import redacted
 
@@ -51,7 +51,7 @@ def record_result(recorder: Recorder, run_id: str, result: CaseResult) -> bool:
 
 
 @task(cache_policy=NO_CACHE)
-def finish_run(recorder: Recorder, run_id: str, results: list[CaseResult]) -> bool:
-    status = "ok" if all(r.status == "ok" for r in results) else "failed"
-    versions = {r.framework: r.engine_version for r in results if r.engine_version}
+def finish_run(recorder: Recorder, run_id: str, outcomes: list[Outcome]) -> bool:
+    status = "ok" if all(o.status == "ok" for o in outcomes) else "failed"
+    versions = {o.framework: o.engine_version for o in outcomes if o.engine_version}
     return recorder.finish(run_id, status, versions)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,14 +25,15 @@ def test_cases_with_the_same_server_share_it_and_wide_servers_go_first() -> None
     assert groups[1].label == "sglang [flux_512, flux_1024]"
 
 
-def test_pool_hands_out_distinct_gpus_and_waits_for_free_ones() -> None:
-    pool = GpuPool((0, 1, 2, 3))
+def test_pool_hands_out_distinct_gpus_and_waits_for_free_ones(tmp_path: Path) -> None:
+    pool = GpuPool((0, 1, 2, 3), tmp_path)
     seen: list[tuple[int, ...]] = []
     with pool.take(2) as first, pool.take(2) as second:
         assert sorted(first + second) == [0, 1, 2, 3]
-        waiter = threading.Thread(target=lambda: seen.append(pool.take(1).__enter__()))
+        # Another flow run on this host: its own pool object, the same lock files.
+        waiter = threading.Thread(target=lambda: seen.append(GpuPool((0, 1, 2, 3), tmp_path).take(1).__enter__()))
         waiter.start()
-        time.sleep(0.1)
+        time.sleep(0.8)
         assert seen == []  # every GPU is held
     waiter.join(timeout=5)
     assert len(seen) == 1 and len(seen[0]) == 1
@@ -40,8 +42,8 @@ def test_pool_hands_out_distinct_gpus_and_waits_for_free_ones() -> None:
         pool.take(8).__enter__()
 
 
-def test_without_gpus_servers_run_one_at_a_time() -> None:
-    pool = GpuPool(())
+def test_without_gpus_servers_run_one_at_a_time(tmp_path: Path) -> None:
+    pool = GpuPool((), tmp_path)
     order: list[str] = []
 
     def hold(name: str) -> None:

@@ -101,6 +101,7 @@ class Result(Base):
     series_key: Mapped[str] = mapped_column(String(16), index=True)
     methodology: Mapped[str] = mapped_column(String(64))
     hardware: Mapped[str] = mapped_column(String(200))
+    host: Mapped[str | None] = mapped_column(String(200))
     num_gpus: Mapped[int]
     gpu_ids: Mapped[list[Any]] = mapped_column(default=list)
     serve_argv: Mapped[list[Any]] = mapped_column(default=list)

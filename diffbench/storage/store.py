@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from diffbench.errors import ConfigError, StorageUnavailable
-from diffbench.results import CaseResult, RunInfo
+from diffbench.results import CaseResult, Outcome, RunInfo
 from diffbench.storage import migrate
 from diffbench.storage.models import Result, Run, SampleRow, StageTiming
 
@@ -84,7 +84,7 @@ def _result_row(run_id: str, result: CaseResult) -> Result:
         log_tail=(result.log_tail or "")[-LOG_TAIL_LIMIT:] or None,
         task=result.task, model=result.model, model_revision=result.model_revision,
         engine_version=result.engine_version, config_hash=result.config_hash, series_key=result.series_key,
-        methodology=result.methodology, hardware=result.hardware, num_gpus=result.num_gpus,
+        methodology=result.methodology, hardware=result.hardware, host=result.host, num_gpus=result.num_gpus,
         gpu_ids=result.gpu_ids, serve_argv=result.serve_argv, download_s=result.download_s,
         ready_s=result.ready_s, first_request_latency_s=result.first_request_latency_s,
         n=client.n if client else 0, median_s=client.median if client else None,
@@ -120,6 +120,14 @@ def save_result(engine: Engine, run_id: str, result: CaseResult) -> None:
     save_results(engine, run_id, [result])
 
 
+def run_outcomes(engine: Engine, run_id: str) -> list[Outcome]:
+    """What is stored for a run, one verdict per (case, framework)."""
+    query = select(Result.case_id, Result.framework, Result.status, Result.error_class, Result.engine_version).where(
+        Result.run_id == run_id).order_by(Result.id)
+    with reachable(str(engine.url)), Session(engine) as session:
+        return [Outcome(*row) for row in session.execute(query)]
+
+
 def import_exists(engine: Engine, import_key: str) -> bool:
     with reachable(str(engine.url)), Session(engine) as session:
         return session.scalar(select(Run.id).where(Run.import_key == import_key)) is not None
@@ -136,7 +144,7 @@ RESULT_COLUMNS = [
     Result.case_id, Result.framework, Result.engine, Result.status, Result.error_class,
     Result.median_s, Result.min_s, Result.max_s, Result.n, Result.server_median_s,
     Result.config_hash, Result.series_key, Result.methodology, Result.num_gpus, Result.engine_version,
-    Result.model, Result.task,
+    Result.model, Result.task, Result.host,
 ]
 
 

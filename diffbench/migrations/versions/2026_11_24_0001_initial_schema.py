@@ -57,6 +57,7 @@ def upgrade() -> None:
     sa.Column('series_key', sa.String(length=16), nullable=False),
     sa.Column('methodology', sa.String(length=64), nullable=False),
     sa.Column('hardware', sa.String(length=200), nullable=False),
+    sa.Column('host', sa.String(length=200), nullable=True),
     sa.Column('num_gpus', sa.Integer(), nullable=False),
     sa.Column('gpu_ids', sa.JSON(), nullable=False),
     sa.Column('serve_argv', sa.JSON(), nullable=False),

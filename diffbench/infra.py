@@ -1,0 +1,142 @@
+"""A Prefect server and process workers on this machine, without Docker: for trying things out.
+
+Everything runs as child processes in their own sessions, so `stop()` ends all of them. The
+same stack serves `diffbench infra up` and the deployment tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+POOL = "gpu"
+HEALTH_TIMEOUT_S = 90.0
+PROJECT = Path(__file__).resolve().parent.parent
+# Heartbeats let the crash automation notice a worker or host that died mid-run.
+WORKER_ENV = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
+
+
+def _prefect(*args: str) -> list[str]:
+    return [str(Path(sys.executable).with_name("prefect")), *args]
+
+
+@dataclass
+class LocalStack:
+    """`prefect server start` plus process workers on the `gpu` pool, logging under `home`.
+
+    Usage:
+
+        stack = LocalStack(Path(".diffbench/infra"), port=4200)
+        stack.start_server()
+        stack.create_pool()
+        stack.start_worker("gpu-host-1")
+        ...
+        stack.stop()
+    """
+
+    home: Path
+    port: int = 4200
+    auth: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def environment(self) -> dict[str, str]:
+        """What a client of this stack needs: API address, credentials, its own Prefect home."""
+        env = os.environ | self.env | {
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_HOME": str(self.home / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+        }
+        if self.auth:
+            env["PREFECT_API_AUTH_STRING"] = self.auth
+        return env
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / f"{name}.log", "ab") as log:
+            # Own session: a worker started from a script ignores SIGTERM otherwise (PREFECT.md).
+            process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True, cwd=PROJECT)
+        self.processes[name] = process
+        return process
+
+    def start_server(self) -> None:
+        env = self.environment() | {
+            "PREFECT_SERVER_API_PORT": str(self.port),
+            # In-memory lease storage loses concurrency slots when the server restarts.
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem",
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
+        }
+        env.pop("PREFECT_API_URL")
+        if self.auth:
+            env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth
+        self._spawn("server", _prefect("server", "start", "--host", "127.0.0.1", "--port", str(self.port)), env)
+        self.wait_healthy()
+
+    def wait_healthy(self) -> None:
+        deadline = time.monotonic() + HEALTH_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.processes["server"].poll() is not None:
+                raise RuntimeError(f"prefect server exited; see {self.home / 'server.log'}")
+            try:
+                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"prefect server not healthy after {HEALTH_TIMEOUT_S:g} s; see {self.home / 'server.log'}")
+
+    def run_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A `prefect` command against this stack, from the project root."""
+        return subprocess.run(_prefect(*args), env=self.environment(), capture_output=True, text=True, check=True,
+                              cwd=PROJECT)
+
+    def create_pool(self, name: str = POOL) -> None:
+        self.run_cli("work-pool", "create", name, "--type", "process", "--overwrite")
+
+    def create_automation(self) -> None:
+        """The automation that marks flow runs Crashed when their heartbeats stop."""
+        self.run_cli("automation", "create", "--from-file", str(PROJECT / "infra" / "automations" /
+                                                                   "crash-silent-runs.yaml"))
+
+    def deploy(self) -> None:
+        """`prefect deploy --all` from the project root."""
+        self.run_cli("deploy", "--all")
+
+    def start_worker(self, name: str, pool: str = POOL, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        argv = _prefect("worker", "start", "--pool", pool, "--name", name, "--type", "process")
+        return self._spawn(f"worker-{name}", argv, self.environment() | WORKER_ENV | (env or {}))
+
+    def stop(self, name: str | None = None) -> None:
+        """Stop one process (and its children) by name, or all of them, workers first."""
+        names = [name] if name else sorted(self.processes, key=lambda n: n == "server")
+        for key in names:
+            process = self.processes.pop(key)
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+
+    def kill(self, name: str) -> None:
+        """End a process and everything it started, in any session, at once: as a dying host would."""
+        process = self.processes.pop(name)
+        for child in psutil.Process(process.pid).children(recursive=True):
+            child.kill()
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
