@@ -116,8 +116,12 @@ class LocalStack:
         """`prefect deploy --all` from the project root."""
         self.run_cli("deploy", "--all")
 
-    def start_worker(self, name: str, pool: str = POOL, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        argv = _prefect("worker", "start", "--pool", pool, "--name", name, "--type", "process")
+    def start_worker(self, name: str, queues: tuple[str, ...] = (), limit: int | None = None,
+                     env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """A process worker on the `gpu` pool: all its queues unless `queues` are named."""
+        argv = _prefect("worker", "start", "--pool", POOL, "--name", name, "--type", "process")
+        argv += [arg for queue in queues for arg in ("--work-queue", queue)]
+        argv += ["--limit", str(limit)] if limit else []
         return self._spawn(f"worker-{name}", argv, self.environment() | WORKER_ENV | (env or {}))
 
     def stop(self, name: str | None = None) -> None:

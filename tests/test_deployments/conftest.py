@@ -64,8 +64,8 @@ def worker_env(stack: LocalStack, name: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def worker(stack: LocalStack) -> str:
-    """One worker for the session; tests that need more start their own."""
-    stack.start_worker("gpu-host-1", env=worker_env(stack, "gpu-host-1"))
+    """The worker that takes comparison runs (the default queue); shard workers are started apart."""
+    stack.start_worker("gpu-host-1", queues=("default",), env=worker_env(stack, "gpu-host-1"))
     return "gpu-host-1"
 
 
