@@ -1,0 +1,60 @@
+"""The trigger's pure parts: auth headers, links, parameters, idempotency keys, the workflow file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from diffbench.trigger import Api, TriggerError, coerce_params, default_idempotency_key, parse_params
+
+PROJECT = Path(__file__).resolve().parents[1]
+SCHEMA = {"name": "adhoc", "parameter_openapi_schema": {"properties": {
+    "config": {"type": "string"}, "label": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+    "cases": {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]},
+    "shards": {"type": "integer"}}}}
+
+
+def test_cloud_key_is_a_bearer_token_and_self_hosted_is_basic_auth() -> None:
+    cloud = Api.from_env({"PREFECT_API_URL": "https://api.prefect.cloud/api/accounts/a1/workspaces/w2",
+                          "PREFECT_API_KEY": "pnu_key"})
+    with cloud.client() as http:
+        assert http.headers["Authorization"] == "Bearer pnu_key"
+    assert cloud.run_link("r9") == "https://app.prefect.cloud/account/a1/workspace/w2/runs/flow-run/r9"
+    hosted = Api.from_env({"PREFECT_API_URL": "https://prefect.example.com/api/", "PREFECT_API_AUTH_STRING": "u:p:w"})
+    with hosted.client() as http:
+        assert http.auth is not None and "Authorization" not in http.headers
+    assert hosted.run_link("r9") == "https://prefect.example.com/runs/flow-run/r9"
+    with pytest.raises(TriggerError, match="PREFECT_API_URL is not set"):
+        Api.from_env({})
+
+
+def test_parameters_follow_the_deployment_schema() -> None:
+    raw = parse_params(["config=m.yaml", "label=123", "cases=flux, wan", "shards=2"])
+    assert coerce_params(SCHEMA, raw) == {"config": "m.yaml", "label": "123", "cases": ["flux", "wan"], "shards": 2}
+    assert coerce_params(SCHEMA, {"cases": "", "label": ""}) == {"cases": None, "label": None}
+    assert coerce_params(SCHEMA, {"cases": '["a"]'}) == {"cases": ["a"]}
+    with pytest.raises(TriggerError, match=r"unknown parameter\(s\) colour for 'adhoc'; it takes: cases, config"):
+        coerce_params(SCHEMA, {"colour": "red"})
+    with pytest.raises(TriggerError, match="shards: 'two' is not valid JSON"):
+        coerce_params(SCHEMA, {"shards": "two"})
+    with pytest.raises(TriggerError, match="expected name=value"):
+        parse_params(["shards"])
+
+
+def test_idempotency_key_is_per_github_run_attempt() -> None:
+    env = {"GITHUB_RUN_ID": "77", "GITHUB_RUN_ATTEMPT": "2", "GITHUB_REPOSITORY": "org/diffbench"}
+    assert default_idempotency_key(env) == "github-org-diffbench-77-2"
+    assert default_idempotency_key({}) is None
+
+
+def test_workflow_runs_on_dispatch_and_release_and_calls_the_trigger() -> None:
+    workflow = yaml.safe_load((PROJECT / ".github" / "workflows" / "benchmark.yml").read_text())
+    triggers = workflow[True]  # YAML 1.1 reads the key `on` as true
+    assert set(triggers) == {"workflow_dispatch", "release"}
+    assert set(triggers["workflow_dispatch"]["inputs"]) == {"config", "shards", "cases", "frameworks", "label"}
+    [step] = [s for s in workflow["jobs"]["benchmark"]["steps"] if "run" in s and "trigger.py" in s["run"]]
+    assert step["run"].startswith("python deployments/trigger.py diffusion-comparison/adhoc")
+    assert step["env"]["PREFECT_API_KEY"] == "${{ secrets.PREFECT_API_KEY }}"
+    assert step["env"]["PREFECT_API_AUTH_STRING"] == "${{ secrets.PREFECT_API_AUTH_STRING }}"
