@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -34,6 +34,28 @@ class Deadlines(_Strict):
     case_minutes: float = Field(240, gt=0, description="The whole case, download to stop.")
 
 
+class ProcessLauncher(_Strict):
+    """The server runs as a local process in the worker's environment."""
+
+    type: Literal["process"] = "process"
+
+
+class DockerLauncher(_Strict):
+    """The server runs in its own container, through the Docker Engine API."""
+
+    type: Literal["docker"]
+    image: str = Field(min_length=1, description="Image reference, e.g. lmsysorg/sglang:v0.5.4-cu129.")
+    digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", description="Pins the image by content.")
+    volumes: list[str] = Field(default_factory=list, description="Extra mounts, `host:container[:ro|rw]`.")
+    shm_size: str = Field("16g", description="/dev/shm size; NCCL needs more than Docker's 64 MB.")
+    env: dict[str, str] = Field(default_factory=dict, description="Environment of the container.")
+    network: Literal["host", "publish"] = Field("host", description="Host networking, or a port published on loopback.")
+
+    @property
+    def reference(self) -> str:
+        return f"{self.image}@{self.digest}" if self.digest else self.image
+
+
 class FrameworkOptions(_Strict):
     """How one framework serves one case. Engines may subclass it to accept more keys."""
 
@@ -45,6 +67,9 @@ class FrameworkOptions(_Strict):
     model: str | None = Field(None, description="Overrides the case's model for this framework.")
     num_gpus: int | None = Field(None, ge=1, description="Overrides the case's GPU count for this framework.")
     request_extra: dict[str, Any] = Field(default_factory=dict, description="Extra fields merged into each request.")
+    launcher: Annotated[ProcessLauncher | DockerLauncher, Field(discriminator="type")] = Field(
+        default_factory=ProcessLauncher, description="Where the server runs: a process (default) or a container."
+    )
 
     @field_validator("serve_args", mode="before")
     @classmethod
@@ -138,6 +163,12 @@ class Pair(_Strict):
         return self.options.engine or self.framework
 
     @property
+    def bind_host(self) -> str:
+        """Where the server listens: in a container with a published port, beyond its own loopback."""
+        launcher = self.options.launcher
+        return "0.0.0.0" if isinstance(launcher, DockerLauncher) and launcher.network == "publish" else "127.0.0.1"
+
+    @property
     def request_extra(self) -> dict[str, Any]:
         extra = dict(self.case.sglang_request_extra) if self.engine == "sglang" else {}
         return extra | self.options.request_extra
@@ -156,6 +187,8 @@ class Pair(_Strict):
             "env": self.options.extra_env,
             "request_extra": self.request_extra,
         }
+        if isinstance(self.options.launcher, DockerLauncher):
+            controls["image"] = self.options.launcher.reference
         canonical = json.dumps(controls, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -5,13 +5,16 @@
     ├── ServerError
     │   ├── ServerExited                  "server_exit"
     │   ├── OutOfMemory                   "oom"
-    │   └── NotReady                      "timeout"
+    │   ├── NotReady                      "timeout"
+    │   ├── ImageMissing                  "image_missing"
+    │   └── DockerUnavailable             "docker_unavailable"
     ├── RequestFailed                     "http_error"
     │   └── RequestTimeout                "request_timeout"
     ├── BadOutput                         "bad_output"
     ├── DownloadError                     "download"
     ├── CaseTimeout                       "case_timeout"
     ├── ShardLost                         "crashed"
+    ├── Cancelled                         "cancelled"
     └── StorageUnavailable                "storage"
 
 `error_class` is the short string stored with a result; `retryable` says whether
@@ -67,6 +70,19 @@ class NotReady(ServerError):
     retryable = True
 
 
+class ImageMissing(ServerError):
+    """The engine's container image is not on this host (no registry is pulled from)."""
+
+    error_class = "image_missing"
+
+
+class DockerUnavailable(ServerError):
+    """The Docker Engine could not be reached."""
+
+    error_class = "docker_unavailable"
+    retryable = True
+
+
 class RequestFailed(DiffbenchError):
     """A request got no usable HTTP answer: connection error or an error status."""
 
@@ -117,3 +133,9 @@ class ShardLost(DiffbenchError):
     """The shard flow run measuring a case crashed or vanished (its worker or host died)."""
 
     error_class = "crashed"
+
+
+class Cancelled(DiffbenchError):
+    """The run is being cancelled: no new server is started."""
+
+    error_class = "cancelled"

@@ -1,35 +1,36 @@
-"""Starting, watching and stopping one inference server process.
+"""Starting, watching and stopping one inference server, as a process or in a container.
 
-The server runs in its own session, so stopping it stops every process it started, and a
-cancelled caller does not take it down by accident. Deadlines are enforced here, not by Prefect.
+A process server runs in its own session, so stopping it stops every process it started; a
+container is stopped and removed. Either way a cancelled caller does not take it down by
+accident, so diffbench stops it itself. Deadlines are enforced here, not by Prefect.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
-import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import closing
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 
 import httpx
-import psutil
 
+from diffbench.cases import DockerLauncher
 from diffbench.client import Sample
+from diffbench.containers import ContainerHandle, container_kwargs, model_mount, reap_containers
 from diffbench.engines import Engine, ServerSpec
-from diffbench.errors import NotReady, OutOfMemory, RequestFailed, ServerExited
+from diffbench.errors import Cancelled, NotReady, OutOfMemory, RequestFailed, ServerExited
+from diffbench.processes import STOP_GRACE_S, ProcessHandle, reap_processes
 
 OOM_PATTERNS = ("CUDA out of memory", "torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError")
 READY_POLL_S = 0.05
 WATCH_POLL_S = 0.1
 LOG_TAIL_LINES = 40
-STOP_GRACE_S = 10.0
 
 
 def _port_free(port: int) -> bool:
@@ -53,40 +54,43 @@ def free_port(side_offsets: tuple[int, ...] = (), attempts: int = 50) -> int:
 
 
 class Server:
-    """A launched server: its process group, log file and pid file.
+    """A launched server, as a process group or a container, with its log file.
 
-    Use as a context manager, so the process group is always stopped:
+    Use as a context manager, so the server is always stopped:
 
-        with Server.start(engine, spec, workdir) as server:
+        with Server.start(engine, spec, workdir, labels) as server:
             server.wait_ready(deadline_s=600)
             sample = server.generate(image=None)
     """
 
-    def __init__(self, engine: Engine, spec: ServerSpec, process: subprocess.Popen[bytes], workdir: Path) -> None:
-        self.engine, self.spec, self.process, self.workdir = engine, spec, process, workdir
+    def __init__(self, engine: Engine, spec: ServerSpec, handle: ProcessHandle | ContainerHandle,
+                 workdir: Path) -> None:
+        self.engine, self.spec, self.handle, self.workdir = engine, spec, handle, workdir
         self.log_path = workdir / "server.log"
-        self.pid_path = workdir / "server.pid"
         self.http = httpx.Client(base_url=spec.base_url, timeout=spec.pair.deadlines.request_s)
         self.argv = engine.command(spec)
         self.ready_s: float | None = None
         self._log_offset = 0
+        _live.add(self)
 
     @classmethod
-    def start(cls, engine: Engine, spec: ServerSpec, workdir: Path) -> Server:
+    def start(cls, engine: Engine, spec: ServerSpec, workdir: Path, labels: dict[str, str] | None = None) -> Server:
+        """Start `spec`'s server as its launcher says; `labels` name the run and case it belongs to."""
+        if _terminating.is_set():
+            raise Cancelled(f"{spec.pair.framework} server for case {spec.pair.case.id!r} not started: "
+                            "the run is being cancelled")
+        workdir = workdir.resolve()  # a container mounts it at the same, absolute, path
         workdir.mkdir(parents=True, exist_ok=True)
-        argv = engine.command(spec)
+        labels = {"diffbench.case": spec.pair.case.id, "diffbench.framework": spec.pair.framework} | (labels or {})
+        argv, log_path, launcher = engine.command(spec), workdir / "server.log", spec.pair.options.launcher
         # Python servers buffer their output otherwise, and the log tail comes too late.
-        env = os.environ | {"PYTHONUNBUFFERED": "1"} | engine.environment(spec)
-        with open(workdir / "server.log", "ab") as log:
-            process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
-        # What the reaper needs to stop this server if our process dies without stopping it.
-        (workdir / "server.pid").write_text(json.dumps({
-            "pid": process.pid, "started": _started(process.pid), "argv": argv,
-            "owner_pid": os.getpid(), "owner_started": _started(os.getpid()),
-            "case": spec.pair.case.id, "framework": spec.pair.framework,
-        }))
-        return cls(engine, spec, process, workdir)
+        env = {"PYTHONUNBUFFERED": "1"} | engine.environment(spec)
+        if isinstance(launcher, DockerLauncher):
+            env.pop("CUDA_VISIBLE_DEVICES", None)  # the container is given exactly its GPUs
+            mounts = [f"{model_mount(spec.model_path)}:{model_mount(spec.model_path)}:ro", f"{workdir}:{workdir}"]
+            kwargs = container_kwargs(launcher, argv, env, labels, spec.gpus, mounts, spec.port)
+            return cls(engine, spec, ContainerHandle.start(launcher, kwargs, log_path), workdir)
+        return cls(engine, spec, ProcessHandle.start(argv, env, log_path, labels), workdir)
 
     def __enter__(self) -> Server:
         return self
@@ -119,17 +123,17 @@ class Server:
 
     @property
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return self.handle.exit_code() is None
 
     def check_alive(self) -> None:
         """Raise if the server has exited or reported running out of memory."""
         if (line := self._oom_line()) is not None:
             raise OutOfMemory(f"{self._who()} ran out of memory: {line}", log_tail=self.log_tail())
-        if (code := self.process.poll()) is not None:
+        if (code := self.handle.exit_code()) is not None:
             raise ServerExited(f"{self._who()} exited with code {code}", log_tail=self.log_tail())
 
     def _who(self) -> str:
-        return f"{self.spec.pair.framework} server for case {self.spec.pair.case.id!r} (pid {self.process.pid})"
+        return f"{self.spec.pair.framework} server for case {self.spec.pair.case.id!r} ({self.handle.description})"
 
     def _ready_state(self) -> str | None:
         """None when ready, else what is still missing."""
@@ -185,59 +189,42 @@ class Server:
             raise
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        """Stop the whole process group: SIGTERM, then SIGKILL after `grace_s`."""
+        """Stop the server: its whole process group, or its container (removed)."""
         self.http.close()
-        if self.process.poll() is None:
-            _signal_group(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        # Children that ignored SIGTERM while their leader exited still go.
-        _signal_group(self.process.pid, signal.SIGKILL)
-        self.pid_path.unlink(missing_ok=True)
+        self.handle.stop(grace_s)
+        _live.discard(self)
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
+# Servers of this process that are not stopped yet, for the termination handler, and whether
+# it ran: a retry must not start a server after it.
+_live: set[Server] = set()
+_terminating = threading.Event()
 
 
-def _started(pid: int) -> float | None:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
+def stop_servers_on_termination() -> None:
+    """On SIGTERM (a cancelled flow run), stop this process's servers, then let the signal do its work.
 
+    Servers run in their own session or container, so they would outlive the flow process.
+    Installing it twice in one process changes nothing.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    if getattr(previous, "stops_servers", False):
+        return
 
-def _same_process(pid: int, started: float | None) -> bool:
-    """Whether `pid` is still the process that was recorded, not a later one with its number."""
-    return started is not None and _started(pid) == started
+    def handler(signum: int, frame: FrameType | None) -> None:
+        _terminating.set()
+        for server in list(_live):
+            server.stop(grace_s=2)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    handler.stops_servers = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, handler)
 
 
 def reap_leftovers(root: Path) -> list[str]:
-    """Stop servers under `root` whose owning diffbench process is gone; return what was stopped.
-
-    Servers are found only by our own pid files, never by process name.
-    """
-    reaped = []
-    for pid_file in sorted(root.rglob("server.pid")):
-        try:
-            info = json.loads(pid_file.read_text())
-        except (OSError, ValueError):
-            continue
-        if _same_process(info["owner_pid"], info["owner_started"]):
-            continue  # its run is still going
-        if _same_process(info["pid"], info["started"]):
-            _signal_group(info["pid"], signal.SIGTERM)
-            try:
-                psutil.Process(info["pid"]).wait(timeout=STOP_GRACE_S)
-            except (psutil.TimeoutExpired, psutil.NoSuchProcess):
-                pass
-            _signal_group(info["pid"], signal.SIGKILL)
-            reaped.append(f"{info['framework']} server for case {info['case']!r} (pid {info['pid']})")
-        pid_file.unlink(missing_ok=True)
-    return reaped
+    """Servers and containers that a dead diffbench process left running, stopped by our own records."""
+    return reap_processes(root) + reap_containers()

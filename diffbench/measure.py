@@ -39,11 +39,12 @@ class Deadline:
         return left
 
 
-def launch(pair: Pair, download: Download, gpus: tuple[int, ...], workdir: Path, deadline: Deadline) -> Server:
+def launch(pair: Pair, download: Download, gpus: tuple[int, ...], workdir: Path, deadline: Deadline,
+           run_id: str) -> Server:
     """Start a server for `pair` and wait until it is ready; never leaves one running on failure."""
     engine = ENGINES[pair.engine]()
-    spec = ServerSpec(pair, "127.0.0.1", free_port(engine.side_port_offsets), download.path, gpus)
-    server = Server.start(engine, spec, workdir)
+    spec = ServerSpec(pair, pair.bind_host, free_port(engine.side_port_offsets), download.path, gpus)
+    server = Server.start(engine, spec, workdir, {"diffbench.run": run_id})
     try:
         server.wait_ready(min(pair.deadlines.ready_s, deadline.remaining("readiness")))
     except BaseException:
@@ -97,6 +98,7 @@ class CaseRecord:
             started_at=self.started_at, finished_at=datetime.now(UTC), host=self.host,
             engine_version=ENGINES[pair.engine]().installed_version(),
             model_revision=self.download.revision if self.download else pair.case.revision,
+            image_digest=server.handle.image_digest if server else None,
             serve_argv=server.argv if server else [], gpu_ids=list(server.spec.gpus) if server else [],
             download_s=self.download.seconds if self.download else None,
             ready_s=server.ready_s if server else None, first_request_latency_s=self.first_request_latency_s,

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from diffbench.cases import DockerLauncher, Pair
 from diffbench.config import CaseMatrix
 from diffbench.engines import ENGINES, ServerSpec
 
-PLAN_HOST, PLAN_PORT = "127.0.0.1", 30000
+PLAN_PORT = 30000
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,27 @@ class PlanRow:
     env: dict[str, str] = field(default_factory=dict)
     endpoint: str | None = None
     request: dict[str, Any] = field(default_factory=dict)
+    container: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def container_spec(pair: Pair) -> dict[str, Any] | None:
+    """What a docker-launched server's container gets, as far as it is known before launch."""
+    launcher = pair.options.launcher
+    if not isinstance(launcher, DockerLauncher):
+        return None
+    return {
+        "image": launcher.reference,
+        "gpus": f"{pair.num_gpus}, by device_requests for the GPU ids assigned at launch",
+        "mounts": [f"{pair.model} (model cache, read-only)", "the case's work folder (perf dumps)",
+                   *launcher.volumes],
+        "network": "host" if launcher.network == "host" else f"127.0.0.1:{PLAN_PORT} -> {PLAN_PORT}/tcp",
+        "shm_size": launcher.shm_size,
+        "env": launcher.env,
+    }
 
 
 def _gpu_notes(matrix: CaseMatrix) -> dict[tuple[str, str], list[str]]:
@@ -51,7 +69,7 @@ def build_plan(
     rows = []
     for pair in matrix.select(cases, frameworks):
         engine = ENGINES[pair.engine]()
-        spec = ServerSpec(pair, PLAN_HOST, PLAN_PORT, pair.model)
+        spec = ServerSpec(pair, pair.bind_host, PLAN_PORT, pair.model)
         case = pair.case
         request = {
             "task": case.task, "size": case.size, "num_inference_steps": case.num_inference_steps,
@@ -64,6 +82,7 @@ def build_plan(
             case=case.id, framework=pair.framework, engine=pair.engine, runnable=True, num_gpus=pair.num_gpus,
             config_hash=pair.config_hash, argv=engine.command(spec), env=engine.environment(spec),
             endpoint=engine.endpoint(pair), request={k: v for k, v in request.items() if v is not None},
+            container=container_spec(pair),
             notes=gpu_notes.get((case.id, pair.framework), []),
         ))
     for case_id, framework in matrix.unsupported:
@@ -92,6 +111,8 @@ def render(rows: list[PlanRow]) -> str:
                 f"  endpoint     {row.endpoint}",
                 f"  request      {', '.join(f'{k}={v}' for k, v in row.request.items())}",
             ]
+            if row.container:
+                lines.append(f"  container    {', '.join(f'{k}={v}' for k, v in row.container.items())}")
         lines += [f"  note         {note}" for note in row.notes]
         blocks.append("\n".join(lines))
     runnable = sum(row.runnable for row in rows)

@@ -66,6 +66,7 @@ class CaseResult:
     host: str | None = None
     engine_version: str | None = None
     model_revision: str | None = None
+    image_digest: str | None = None
     serve_argv: list[str] = field(default_factory=list)
     gpu_ids: list[int] = field(default_factory=list)
     download_s: float | None = None
@@ -80,6 +81,8 @@ class CaseResult:
     def series_key(self) -> str:
         """Results with the same key are comparable: same case config, engine, hardware, method."""
         controls = [self.config_hash, self.engine, self.hardware, self.methodology]
+        if self.image_digest:
+            controls.append(self.image_digest)  # a new image is a new build of the engine: a new series
         return hashlib.sha256(json.dumps(controls).encode()).hexdigest()[:16]
 
     @property

@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,23 @@ class Api:
         if cloud := CLOUD_API.match(self.url):
             return f"https://app.prefect.cloud/account/{cloud[1]}/workspace/{cloud[2]}/runs/flow-run/{flow_run_id}"
         return f"{self.url.removesuffix('/api')}/runs/flow-run/{flow_run_id}"
+
+
+TRANSIENT = {502, 503, 504}
+RETRY_WAITS_S = (1, 2, 4, 8)
+
+
+def _call(http: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One API call, retried while the server is briefly unavailable (busy, or restarting)."""
+    for wait in RETRY_WAITS_S:
+        try:
+            response = http.request(method, url, **kwargs)
+            if response.status_code not in TRANSIENT:
+                return response
+        except httpx.TransportError:
+            pass
+        time.sleep(wait)
+    return http.request(method, url, **kwargs)  # the last try: its failure is the caller's to report
 
 
 def _checked(response: httpx.Response, what: str) -> dict[str, Any]:
@@ -121,7 +139,7 @@ def find_deployment(http: httpx.Client, name: str) -> dict[str, Any]:
     flow, sep, deployment = name.partition("/")
     if not sep:
         raise TriggerError(f"deployment {name!r}: expected FLOW/DEPLOYMENT, e.g. diffusion-comparison/adhoc")
-    response = http.get(f"deployments/name/{flow}/{deployment}")
+    response = _call(http, "GET", f"deployments/name/{flow}/{deployment}")
     if response.status_code == 404:
         raise TriggerError(f"no deployment {name!r} on this Prefect API")
     return _checked(response, f"deployment {name!r}")
@@ -129,17 +147,17 @@ def find_deployment(http: httpx.Client, name: str) -> dict[str, Any]:
 
 def create_run(http: httpx.Client, deployment: dict[str, Any], params: dict[str, Any], key: str | None,
                tags: list[str]) -> dict[str, Any]:
-    body: dict[str, Any] = {"parameters": params, "tags": tags}
-    if key:
-        body["idempotency_key"] = key
-    return _checked(http.post(f"deployments/{deployment['id']}/create_flow_run", json=body), "create flow run")
+    # Always a key, so that retrying a call the server may have carried out never makes two runs.
+    body = {"parameters": params, "tags": tags, "idempotency_key": key or str(uuid.uuid4())}
+    return _checked(_call(http, "POST", f"deployments/{deployment['id']}/create_flow_run", json=body),
+                    "create flow run")
 
 
 def follow(http: httpx.Client, flow_run_id: str, timeout_s: float, poll_s: float) -> str:
     """Print each state change until the run ends; return its final state type."""
     deadline, last = time.monotonic() + timeout_s, None
     while True:
-        run = _checked(http.get(f"flow_runs/{flow_run_id}"), "read flow run")
+        run = _checked(_call(http, "GET", f"flow_runs/{flow_run_id}"), "read flow run")
         state = (run.get("state") or {}).get("type", "UNKNOWN")
         if state != last:
             name = (run.get("state") or {}).get("name", state)
@@ -155,7 +173,7 @@ def follow(http: httpx.Client, flow_run_id: str, timeout_s: float, poll_s: float
 def dashboard_summary(http: httpx.Client, flow_run_id: str) -> str | None:
     """The dashboard's header and table from the run's artifact, without the inline charts."""
     body = {"artifacts": {"key": {"any_": [DASHBOARD_ARTIFACT]}, "flow_run_id": {"any_": [flow_run_id]}}}
-    found = _checked(http.post("artifacts/filter", json=body), "read artifacts")
+    found = _checked(_call(http, "POST", "artifacts/filter", json=body), "read artifacts")
     if not found:
         return None
     return str(found[0]["data"]).split("\n## ")[0]

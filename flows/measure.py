@@ -43,7 +43,7 @@ def measure_group(group: ServerGroup, run_id: str, recorder: Recorder, pool: Gpu
                         server = None
                     if server is None:
                         workdir = settings.runs_dir / run_id / pair.framework / pair.case.id
-                        server = launch_server(pair, download, gpus, workdir, deadline)
+                        server = launch_server(pair, download, gpus, workdir, deadline, run_id)
                     record.server = server
                     record.first_request_latency_s = next(iter(warm_up(server, pair, image, deadline)), None)
                     measured = benchmark(server, pair, image, record.samples, deadline)

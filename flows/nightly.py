@@ -14,6 +14,7 @@ from diffbench.cases import Pair
 from diffbench.config import load_matrix
 from diffbench.errors import ShardLost
 from diffbench.gpus import detect
+from diffbench.launcher import stop_servers_on_termination
 from diffbench.measure import CaseRecord
 from diffbench.results import Outcome, Trigger
 from diffbench.settings import Settings
@@ -83,6 +84,7 @@ def diffusion_comparison(
         shards: Split the run over this many `diffusion-shard` flow runs on the pool's workers
             (cases of one model stay together); 1 measures everything here.
     """
+    stop_servers_on_termination()
     settings = Settings(**({"database_url": public_url(database_url)} if database_url else {}))
     matrix = load_matrix(config)
     pairs = matrix.select(cases or None, frameworks or None)

@@ -7,6 +7,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from diffbench.config import load_matrix
 from diffbench.gpus import detect
+from diffbench.launcher import stop_servers_on_termination
 from diffbench.settings import Settings
 from diffbench.storage.recorder import Recorder
 from flows.measure import measure_pairs
@@ -23,6 +24,7 @@ def diffusion_shard(config: str, pairs: list[str], run_id: str) -> dict[str, int
         pairs: The (case, framework) pairs of this shard, as "case_id/framework".
         run_id: The parent run the results belong to.
     """
+    stop_servers_on_termination()
     settings = Settings()
     matrix = load_matrix(config)
     wanted = set(pairs)

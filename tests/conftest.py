@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
@@ -175,3 +176,58 @@ def database(database_url: str) -> Iterator[object]:
         yield engine
     finally:
         engine.dispose()
+
+
+PROJECT = Path(__file__).resolve().parents[1]
+REFERENCE_IMAGE = "diffbench-reference-test:latest"
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[object]:
+    """A reachable Docker Engine; CI starts one and these tests never skip there."""
+    from diffbench.containers import docker_client
+    from diffbench.errors import DockerUnavailable
+
+    try:
+        client = docker_client()
+    except DockerUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"a Docker Engine is required in CI: {exc}")
+        pytest.skip(str(exc))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def reference_image(docker_engine) -> str:
+    """An image built here, no registry: an empty root whose /usr, Python and project come from mounts."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name in ("etc", "tmp", "proc", "sys", "dev", "root", "var", "var/tmp", "work"):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if name == "tmp" else 0o755
+            tar.addfile(info)
+        for name in ("bin", "lib", "lib64", "sbin"):  # Debian's merged /usr
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, f"usr/{name}"
+            tar.addfile(info)
+        passwd = b"root:x:0:0:root:/root:/bin/sh\n"
+        info = tarfile.TarInfo("etc/passwd")
+        info.size = len(passwd)
+        tar.addfile(info, io.BytesIO(passwd))
+    repository, tag = REFERENCE_IMAGE.split(":")
+    docker_engine.api.import_image_from_data(buffer.getvalue(), repository=repository, tag=tag)
+    return REFERENCE_IMAGE
+
+
+def reference_in_docker(image: str, **launcher: object) -> dict:
+    """Framework options: the reference engine in `image`, this machine's Python mounted read-only."""
+    python_home = str(Path(sys.base_prefix).resolve())
+    mounts = ["/usr:/usr:ro", f"{python_home}:{python_home}:ro", f"{PROJECT}:{PROJECT}:ro"]
+    return {"serve_args": "--device cpu",
+            "launcher": {"type": "docker", "image": image, "volumes": mounts} | launcher}

@@ -109,9 +109,15 @@ BASE_CASE = """
         ("", "{sglang: {serve_arg: --x}}",
          "nightly.yaml: case 'flux1_dev_t2i_1024': frameworks.sglang.serve_arg: unknown key"),
         ("", "{}", "nightly.yaml: case 'flux1_dev_t2i_1024': frameworks: must not be empty"),
+        ("", "{sglang: {launcher: {type: k8s}}}",
+         "nightly.yaml: case 'flux1_dev_t2i_1024': frameworks.sglang.launcher: Input tag 'k8s' found using 'type' "
+         "does not match any of the expected tags: 'process', 'docker' (got {'type': 'k8s'})"),
+        ("", "{sglang: {launcher: {type: docker, image: x, digest: abc}}}",
+         "nightly.yaml: case 'flux1_dev_t2i_1024': frameworks.sglang.launcher.docker.digest: String should match "
+         "pattern '^sha256:[0-9a-f]{64}$' (got 'abc')"),
     ],
     ids=["steps", "negative-size", "seed", "zero-gpus", "too-many-gpus", "reference-gpus", "sglang-parallel",
-         "vllm-parallel", "unknown-key", "unknown-framework-key", "no-frameworks"],
+         "vllm-parallel", "unknown-key", "unknown-framework-key", "no-frameworks", "unknown-launcher", "bad-digest"],
 )
 def test_each_problem_names_file_case_and_field(write_config, extra: str, frameworks: str, expected: str) -> None:
     assert problems_of(write_config(BASE_CASE.format(extra=extra, frameworks=frameworks))) == [expected]

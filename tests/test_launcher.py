@@ -92,7 +92,7 @@ def test_stop_ends_the_whole_process_group(tmp_path: Path) -> None:
     child = int(child_pid_file.read_text())
     assert (tmp_path / "server.pid").exists()
     server.stop()
-    assert server.process.poll() is not None
+    assert server.handle.process.poll() is not None
     assert not running(child)
     assert not (tmp_path / "server.pid").exists()
 
@@ -104,7 +104,7 @@ def test_server_killed_mid_request_is_detected(tiny_models: dict[str, Path], tmp
     engine = ReferenceEngine()
     with Server.start(engine, ServerSpec(pair, "127.0.0.1", free_port(), model), tmp_path) as server:
         server.wait_ready(deadline_s=120)
-        killer = threading.Timer(1.0, os.kill, (server.process.pid, signal.SIGKILL))
+        killer = threading.Timer(1.0, os.kill, (server.handle.process.pid, signal.SIGKILL))
         killer.start()
         started = time.monotonic()
         with pytest.raises(ServerExited) as caught:
@@ -128,11 +128,11 @@ def test_leftover_of_a_killed_run_is_reaped_by_pid_file_only(tmp_path: Path) -> 
         assert reap_leftovers(tmp_path) == []  # its owner (this test) is alive: not a leftover
         dead_owner = subprocess.Popen(["true"])
         dead_owner.wait()
-        info = json.loads(server.pid_path.read_text())
-        server.pid_path.write_text(json.dumps(info | {"owner_pid": dead_owner.pid}))
+        info = json.loads(server.handle.pid_path.read_text())
+        server.handle.pid_path.write_text(json.dumps(info | {"diffbench.owner_pid": dead_owner.pid}))
         reaped = reap_leftovers(tmp_path)
-        assert reaped == [f"diffusers server for case 'c' (pid {server.process.pid})"]
-        assert server.process.wait(timeout=10) is not None and not server.pid_path.exists()
+        assert reaped == [f"diffusers server for case 'c' (pid {server.handle.process.pid})"]
+        assert server.handle.process.wait(timeout=10) is not None and not server.handle.pid_path.exists()
         assert bystander.poll() is None, "a process without our pid file is never touched"
     finally:
         bystander.kill()

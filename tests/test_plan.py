@@ -76,3 +76,30 @@ def test_invalid_config_exits_non_zero_with_every_problem(tmp_path: Path) -> Non
 def test_unknown_case_selection_exits_non_zero(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "--config", str(CROSS), "--cases", "nope"]) == 2
     assert "no case 'nope'" in capsys.readouterr().err
+
+
+def test_docker_cases_show_their_container(write_config) -> None:
+    path = write_config("""
+        cases:
+          - id: flux
+            model: black-forest-labs/FLUX.1-dev
+            task: text-to-image
+            num_gpus: 2
+            frameworks:
+              sglang:
+                serve_args: --tp-size 2
+                launcher: {type: docker, image: "lmsysorg/sglang:v0.5.4", digest: "sha256:%s"}
+              vllm-omni:
+                serve_args: --tensor-parallel-size 2
+                launcher: {type: docker, image: "vllm/vllm-omni:v0.11.0", network: publish,
+                           volumes: ["/data/loras:/loras:ro"]}
+        """ % ("a" * 64))
+    rows = {row.framework: row for row in build_plan(load_matrix(path))}
+    sglang, vllm = rows["sglang"].container, rows["vllm-omni"].container
+    assert sglang["image"] == "lmsysorg/sglang:v0.5.4@sha256:" + "a" * 64 and sglang["network"] == "host"
+    assert sglang["gpus"].startswith("2, by device_requests")
+    assert vllm["network"] == "127.0.0.1:30000 -> 30000/tcp" and "/data/loras:/loras:ro" in vllm["mounts"]
+    assert "--host 0.0.0.0" in " ".join(rows["vllm-omni"].argv)  # published ports need every interface
+    assert "container    image=vllm/vllm-omni:v0.11.0" in render(list(rows.values()))
+    assert rows["sglang"].config_hash != build_plan(load_matrix(write_config(
+        path.read_text().replace("v0.5.4", "v0.5.5"), name="other.yaml")))[0].config_hash

@@ -30,7 +30,9 @@ class ServerSpec:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        # A server bound to every interface (in a container with a published port) is reached on loopback.
+        host = "127.0.0.1" if self.host == "0.0.0.0" else self.host
+        return f"http://{host}:{self.port}"
 
 
 def form_fields(fields: dict[str, Any]) -> dict[str, str]:

@@ -96,6 +96,7 @@ class Result(Base):
     task: Mapped[str] = mapped_column(String(32))
     model: Mapped[str] = mapped_column(Text)
     model_revision: Mapped[str | None] = mapped_column(String(64))
+    image_digest: Mapped[str | None] = mapped_column(String(200))
     engine_version: Mapped[str | None] = mapped_column(String(200))
     config_hash: Mapped[str] = mapped_column(String(16))
     series_key: Mapped[str] = mapped_column(String(16), index=True)

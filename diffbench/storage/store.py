@@ -82,7 +82,7 @@ def _result_row(run_id: str, result: CaseResult) -> Result:
         status=result.status, error_class=result.error_class,
         error_message=(result.error_message or "")[-ERROR_MESSAGE_LIMIT:] or None,
         log_tail=(result.log_tail or "")[-LOG_TAIL_LIMIT:] or None,
-        task=result.task, model=result.model, model_revision=result.model_revision,
+        task=result.task, model=result.model, model_revision=result.model_revision, image_digest=result.image_digest,
         engine_version=result.engine_version, config_hash=result.config_hash, series_key=result.series_key,
         methodology=result.methodology, hardware=result.hardware, host=result.host, num_gpus=result.num_gpus,
         gpu_ids=result.gpu_ids, serve_argv=result.serve_argv, download_s=result.download_s,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -23,6 +27,8 @@ from sqlalchemy.engine import make_url
 from diffbench.storage import store
 from flows.nightly import CasesFailed, diffusion_comparison
 from tasks.dashboard import ARTIFACT_KEY
+
+from conftest import reference_in_docker
 
 SECRET_TOKEN = "hf_e2e_secret_token_value"
 
@@ -171,3 +177,72 @@ def test_cli_run_exits_non_zero_when_a_case_fails(tiny_models, isolated: Path) -
     assert result.returncode == 1
     assert "error: 1 case(s) failed: missing_model/diffusers: download" in result.stderr
     assert "missing_model/diffusers: download" in result.stdout + result.stderr  # per-case progress
+
+
+def docker_matrix(path: Path, tiny_models: dict[str, Path], image: str, repeats: int = 2) -> Path:
+    docker = reference_in_docker(image, network="host")
+    failing = reference_in_docker(image) | {"serve_args": "--device cpu --no-such-flag"}
+    document = {
+        "measurement_repeats": repeats,
+        "deadlines": {"ready_s": 120, "request_s": 60, "case_minutes": 10},
+        "cases": [
+            {"id": "flux_t2i", "model": str(tiny_models["flux"]), "task": "text-to-image", "width": 64, "height": 64,
+             "num_inference_steps": 2, "frameworks": {
+                 "diffusers": {"serve_args": "--device cpu"},
+                 "diffusers-docker": {"engine": "diffusers", **docker}}},
+            {"id": "wan_broken_image", "model": str(tiny_models["wan"]), "task": "text-to-video", "num_frames": 5,
+             "frameworks": {"diffusers-docker": {"engine": "diffusers", **failing}}},
+        ],
+    }
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def our_containers(client) -> list:
+    return client.containers.list(all=True, filters={"label": "diffbench.owner_pid"})
+
+
+def test_docker_and_process_launchers_in_one_run(prefect_api, tiny_models, isolated: Path, docker_engine,
+                                                 reference_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{isolated / 'results.db'}"
+    monkeypatch.setenv("DIFFBENCH_DATABASE_URL", url)
+    config = docker_matrix(isolated / "mixed.yaml", tiny_models, reference_image)
+    with pytest.raises(CasesFailed, match="1 case\\(s\\) failed: wan_broken_image/diffusers-docker: server_exit"):
+        diffusion_comparison(config=str(config))
+    engine = store.open_database(url)
+    with engine.connect() as connection:
+        rows = {(r[0], r[1]): r[2:] for r in connection.execute(text(
+            "SELECT case_id, framework, status, n, image_digest, log_tail FROM results"))}
+    engine.dispose()
+    assert rows[("flux_t2i", "diffusers")][:3] == ("ok", 2, None)
+    status, n, digest, _ = rows[("flux_t2i", "diffusers-docker")]
+    assert (status, n) == ("ok", 2) and digest.startswith("sha256:")
+    assert "unrecognized arguments: --no-such-flag" in rows[("wan_broken_image", "diffusers-docker")][3]
+    assert not our_containers(docker_engine) and not our_servers(isolated)
+
+
+def test_a_cancelled_run_leaves_no_container_or_server(tiny_models, isolated: Path, docker_engine,
+                                                       reference_image: str) -> None:
+    config = docker_matrix(isolated / "endless.yaml", tiny_models, reference_image, repeats=100000)
+    env = os.environ | {"DIFFBENCH_DATABASE_URL": f"sqlite:///{isolated / 'cancel.db'}"}
+    run = subprocess.Popen([sys.executable, "-m", "diffbench", "run", "--config", str(config), "--cases", "flux_t2i",
+                            "--frameworks", "diffusers-docker"],
+                           env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(c.status == "running" for c in our_containers(docker_engine)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert our_containers(docker_engine), "the docker case never started"
+        time.sleep(2)
+        # Cancelling from the UI: the worker sends SIGTERM to the flow's process group, then SIGKILL.
+        os.killpg(run.pid, signal.SIGTERM)
+        try:
+            run.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    assert not our_containers(docker_engine) and not our_servers(isolated)

@@ -52,6 +52,7 @@ def upgrade() -> None:
     sa.Column('task', sa.String(length=32), nullable=False),
     sa.Column('model', sa.Text(), nullable=False),
     sa.Column('model_revision', sa.String(length=64), nullable=True),
+    sa.Column('image_digest', sa.String(length=200), nullable=True),
     sa.Column('engine_version', sa.String(length=200), nullable=True),
     sa.Column('config_hash', sa.String(length=16), nullable=False),
     sa.Column('series_key', sa.String(length=16), nullable=False),
