@@ -58,3 +58,21 @@ def test_workflow_runs_on_dispatch_and_release_and_calls_the_trigger() -> None:
     assert step["run"].startswith("python deployments/trigger.py diffusion-comparison/adhoc")
     assert step["env"]["PREFECT_API_KEY"] == "${{ secrets.PREFECT_API_KEY }}"
     assert step["env"]["PREFECT_API_AUTH_STRING"] == "${{ secrets.PREFECT_API_AUTH_STRING }}"
+
+
+def test_a_briefly_unavailable_api_is_retried_with_one_idempotency_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    from diffbench import trigger
+
+    monkeypatch.setattr(trigger, "RETRY_WAITS_S", (0, 0))
+    bodies: list[bytes] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        return httpx.Response(503 if len(bodies) < 3 else 201, json={"id": "r1", "name": "run"})
+
+    with httpx.Client(base_url="http://api/", transport=httpx.MockTransport(handle)) as http:
+        run = trigger.create_run(http, {"id": "d1"}, {"shards": 2}, None, [])
+    assert run["id"] == "r1" and len(bodies) == 3
+    assert len(set(bodies)) == 1, "every retry carries the same idempotency key"
