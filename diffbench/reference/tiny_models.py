@@ -35,14 +35,16 @@ ARCHS: tuple[Arch, ...] = ("flux", "wan")
 _CHARS = [chr(code) for code in range(33, 127)]
 
 
-def _clip_tokenizer() -> CLIPTokenizer:
+def clip_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer over printable ASCII, built offline."""
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for suffix in ("", "</w>"):
         vocab |= {char + suffix: len(vocab) + i for i, char in enumerate(_CHARS)}
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
-def _t5_tokenizer() -> T5Tokenizer:
+def t5_tokenizer() -> T5Tokenizer:
+    """A T5 (sentencepiece-style unigram) tokenizer over printable ASCII, built offline."""
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -1.0)] + [(char, -1.0) for char in _CHARS]
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)
 
@@ -54,7 +56,7 @@ def _t5_config(config_class: type[T5Config], vocab_size: int) -> T5Config:
 
 def tiny_flux() -> FluxPipeline:
     """FLUX.1 architecture: CLIP + T5 text encoders, an MMDiT transformer, an 8x VAE."""
-    clip, t5 = _clip_tokenizer(), _t5_tokenizer()
+    clip, t5 = clip_tokenizer(), t5_tokenizer()
     return FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=AutoencoderKL(
@@ -78,7 +80,7 @@ def tiny_flux() -> FluxPipeline:
 
 def tiny_wan() -> WanPipeline:
     """Wan 2.x text-to-video architecture: UMT5 text encoder, a 3D DiT, the causal Wan VAE."""
-    tokenizer = _t5_tokenizer()
+    tokenizer = t5_tokenizer()
     return WanPipeline(
         tokenizer=tokenizer,
         text_encoder=UMT5EncoderModel(_t5_config(UMT5Config, len(tokenizer))),
