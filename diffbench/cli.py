@@ -117,7 +117,9 @@ def _infra_up(args: argparse.Namespace) -> int:
         print(f"export PREFECT_API_URL={stack.api_url}")
         print("deployments: diffusion-comparison/nightly, diffusion-comparison/adhoc, diffusion-shard/shard")
         print(f"worker {args.worker!r} polls the 'gpu' pool; Ctrl-C stops everything", flush=True)
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # delivered to sigwait, not as KeyboardInterrupt
+        signal.sigwait(stop_signals)
     finally:
         stack.stop()
     return 0
