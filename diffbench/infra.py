@@ -20,8 +20,6 @@ import psutil
 POOL = "gpu"
 HEALTH_TIMEOUT_S = 90.0
 PROJECT = Path(__file__).resolve().parent.parent
-# Heartbeats let the crash automation notice a worker or host that died mid-run.
-WORKER_ENV = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
 
 
 def _prefect(*args: str) -> list[str]:
@@ -105,7 +103,9 @@ class LocalStack:
                               cwd=PROJECT)
 
     def create_pool(self, name: str = POOL) -> None:
-        self.run_cli("work-pool", "create", name, "--type", "process", "--overwrite")
+        """The `gpu` process pool, from infra/pools/gpu-process.json (flow-run heartbeats on)."""
+        self.run_cli("work-pool", "create", name, "--type", "process", "--overwrite", "--base-job-template",
+                     str(PROJECT / "infra" / "pools" / "gpu-process.json"))
 
     def create_automation(self) -> None:
         """The automation that marks flow runs Crashed when their heartbeats stop."""
@@ -122,7 +122,7 @@ class LocalStack:
         argv = _prefect("worker", "start", "--pool", POOL, "--name", name, "--type", "process")
         argv += [arg for queue in queues for arg in ("--work-queue", queue)]
         argv += ["--limit", str(limit)] if limit else []
-        return self._spawn(f"worker-{name}", argv, self.environment() | WORKER_ENV | (env or {}))
+        return self._spawn(f"worker-{name}", argv, self.environment() | (env or {}))
 
     def stop(self, name: str | None = None) -> None:
         """Stop one process (and its children) by name, or all of them, workers first."""

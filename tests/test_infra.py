@@ -36,3 +36,9 @@ def test_crash_automation_watches_heartbeats() -> None:
     assert automation["trigger"]["after"] == ["prefect.flow-run.heartbeat"]
     assert automation["actions"] == [{"type": "change-flow-run-state", "state": "CRASHED",
                                       "message": "No heartbeat for 90 s; its worker or host is gone."}]
+
+
+def test_process_pool_turns_flow_run_heartbeats_on() -> None:
+    template = json.loads((INFRA / "pools" / "gpu-process.json").read_text())
+    assert template["job_configuration"]["env"] == "{{ env }}"
+    assert template["variables"]["properties"]["env"]["default"] == {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
