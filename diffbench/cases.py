@@ -18,9 +18,6 @@ Task = Literal["text-to-image", "image-edit", "text-to-video", "image-to-video",
 VIDEO_TASKS = frozenset({"text-to-video", "image-to-video", "text-image-to-video"})
 IMAGE_INPUT_TASKS = frozenset({"image-edit", "image-to-video", "text-image-to-video"})
 
-# Keys of sglang's format that describe frameworks we have no adapter for yet; kept, not used.
-IGNORED_CASE_KEYS = frozenset({"comfyui_workflow"})
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, create_engine, delete, func, select, update
+from sqlalchemy import Engine, create_engine, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -131,11 +131,6 @@ def run_outcomes(engine: Engine, run_id: str) -> list[Outcome]:
 def import_exists(engine: Engine, import_key: str) -> bool:
     with reachable(str(engine.url)), Session(engine) as session:
         return session.scalar(select(Run.id).where(Run.import_key == import_key)) is not None
-
-
-def delete_run(engine: Engine, run_id: str) -> None:
-    with reachable(str(engine.url)), Session(engine) as session, session.begin():
-        session.execute(delete(Run).where(Run.id == run_id))
 
 
 RESULT_COLUMNS = [
