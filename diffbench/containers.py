@@ -7,6 +7,7 @@ leftovers of a crashed or cancelled run are found by label, never by image or na
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from contextlib import closing
 from pathlib import Path
@@ -26,12 +27,20 @@ DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 STOP_GRACE_S = 10
 
 
+def _check_listening(path: str) -> None:
+    with closing(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)) as probe:
+        try:
+            probe.connect(path)
+        except OSError as exc:
+            raise DockerUnavailable(f"the Docker Engine cannot be reached at unix://{path}: {exc.strerror}") from exc
+
+
 def docker_client() -> docker.DockerClient:
     """A client of the Docker Engine that answered a ping; close it after use."""
     host = os.environ.get("DOCKER_HOST", DEFAULT_DOCKER_HOST)
-    if host.startswith("unix://") and not Path(host.removeprefix("unix://")).exists():
-        # Checked here: docker-py leaks a socket when it tries a path that is not there.
-        raise DockerUnavailable(f"the Docker Engine cannot be reached: no socket at {host}")
+    if host.startswith("unix://"):
+        # Checked here: docker-py leaks a socket when nothing listens at the path.
+        _check_listening(host.removeprefix("unix://"))
     try:
         client = docker.from_env()
     except DockerException as exc:

@@ -30,6 +30,9 @@ from diffbench.processes import STOP_GRACE_S, ProcessHandle, reap_processes
 OOM_PATTERNS = ("CUDA out of memory", "torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError")
 READY_POLL_S = 0.05
 WATCH_POLL_S = 0.1
+# A killed server's sockets close a moment before its exit is reported (sooner still for a
+# container, whose state the daemon updates later); this long a dropped connection waits for it.
+EXIT_NOTICE_S = 3.0
 LOG_TAIL_LINES = 40
 
 
@@ -172,13 +175,21 @@ class Server:
                     return future.result(timeout=WATCH_POLL_S)
                 except FutureTimeout:
                     self._check_alive_during_request()
-                except RequestFailed:
+                except RequestFailed as failure:
                     # A failed request from a dead server is the server's failure.
-                    self._check_alive_during_request()
+                    self._check_alive_after(failure)
                     raise
         finally:
             # Never wait here for a request stuck on a dead server.
             pool.shutdown(wait=False)
+
+    def _check_alive_after(self, failure: RequestFailed) -> None:
+        """Raise the server's own failure if it died; a dropped connection waits for its exit."""
+        notice_by = time.monotonic() + (EXIT_NOTICE_S if failure.status_code is None else 0.0)
+        self._check_alive_during_request()
+        while time.monotonic() < notice_by:
+            time.sleep(WATCH_POLL_S)
+            self._check_alive_during_request()
 
     def _check_alive_during_request(self) -> None:
         try:

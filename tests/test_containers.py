@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -82,10 +84,15 @@ def test_missing_image_and_unreachable_engine(docker_engine, tiny_models, tmp_pa
     with pytest.raises(ImageMissing, match="diffbench-nonexistent:1 is not on this host") as caught:
         start(docker_pair(tiny_models["flux"], "diffbench-nonexistent:1"), tmp_path)
     assert caught.value.error_class == "image_missing"
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
-    with pytest.raises(DockerUnavailable, match="the Docker Engine cannot be reached") as caught:
-        start(docker_pair(tiny_models["flux"], "anything:1"), tmp_path)
-    assert caught.value.error_class == "docker_unavailable"
+    stale = tmp_path / "stale-docker.sock"  # what a stopped dockerd leaves behind
+    with closing(socket.socket(socket.AF_UNIX)) as left_behind:
+        left_behind.bind(str(stale))
+    for path in (tmp_path / "no-docker.sock", stale):
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+        with pytest.raises(DockerUnavailable, match="the Docker Engine cannot be reached") as caught:
+            start(docker_pair(tiny_models["flux"], "anything:1"), tmp_path)
+        assert caught.value.error_class == "docker_unavailable"
+        assert reap_containers() == []
 
 
 def test_containers_of_a_dead_owner_are_found_by_label_and_removed(docker_engine, reference_image) -> None:

@@ -23,7 +23,7 @@ from conftest import make_pair
 
 
 class ScriptEngine(ReferenceEngine):
-    """The reference engine's API, but the server is a Python script of the test's choosing."""
+    """The reference engine's API, but the server is a Python script of the test's choosing (port in argv[1])."""
 
     name = "script-under-test"
 
@@ -31,7 +31,7 @@ class ScriptEngine(ReferenceEngine):
         self.script = script
 
     def command(self, spec: ServerSpec) -> list[str]:
-        return [sys.executable, "-c", self.script]
+        return [sys.executable, "-c", self.script, str(spec.port)]
 
 
 def running(pid: int) -> bool:
@@ -112,6 +112,20 @@ def test_server_killed_mid_request_is_detected(tiny_models: dict[str, Path], tmp
         killer.join()
     assert "exited with code -9" in str(caught.value)
     assert time.monotonic() - started < 30
+
+
+def test_connection_dropped_just_before_the_exit_is_reported_is_a_server_exit(tmp_path: Path) -> None:
+    # What a SIGKILL looks like from outside: the socket closes first, the exit shows up later.
+    script = ("import socket, sys, time; listener = socket.create_server(('127.0.0.1', int(sys.argv[1]))); "
+              "print('listening', flush=True); connection, _ = listener.accept(); connection.recv(65536); "
+              "connection.close(); time.sleep(1.0); sys.exit(7)")
+    with start(ScriptEngine(script), tmp_path) as server:
+        while "listening" not in server.log_tail():
+            server.check_alive()
+            time.sleep(0.02)
+        with pytest.raises(ServerExited) as caught:
+            server.generate(None)
+    assert "exited with code 7" in str(caught.value)
 
 
 def test_free_port_keeps_side_ports_free() -> None:
