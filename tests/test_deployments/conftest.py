@@ -55,6 +55,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory, results_url: str) -> Iterato
         stack.stop()
 
 
+def stored_results(url: str, label: str, columns: str) -> list[tuple]:
+    """`columns` (of runs `r` and their results `s`) for the runs labelled `label`, by case id."""
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.connect() as connection:
+        rows = connection.execute(text(
+            f"SELECT {columns} FROM runs r JOIN results s ON s.run_id = r.id "
+            "WHERE r.label = :label ORDER BY s.case_id"), {"label": label}).all()
+    engine.dispose()
+    return [tuple(row) for row in rows]
+
+
 def worker_env(stack: LocalStack, name: str) -> dict[str, str]:
     """Each worker is a host of its own: its own state folder and name."""
     home = stack.home / name

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
 
 from diffbench.trigger import Api, trigger
-from test_deployments.conftest import AUTH, worker_env
+from test_deployments.conftest import AUTH, stored_results, worker_env
 
 SHARD_HOSTS = ("shard-host-a", "shard-host-b")
 
@@ -38,13 +36,8 @@ def worker_of(api: httpx.Client, flow_run_id: str) -> str | None:
 
 
 def results(url: str, label: str) -> dict[str, tuple]:
-    engine = create_engine(url, poolclass=NullPool)
-    with engine.connect() as connection:
-        rows = connection.execute(text(
-            "SELECT s.case_id, s.status, s.error_class, s.host, r.id FROM runs r JOIN results s ON s.run_id = r.id "
-            "WHERE r.label = :label"), {"label": label}).all()
-    engine.dispose()
-    return {row[0]: tuple(row[1:]) for row in rows}
+    rows = stored_results(url, label, "s.case_id, s.status, s.error_class, s.host, r.id")
+    return {row[0]: row[1:] for row in rows}
 
 
 @pytest.fixture(scope="module")

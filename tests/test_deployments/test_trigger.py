@@ -9,10 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
 
-from test_deployments.conftest import AUTH
+from test_deployments.conftest import AUTH, stored_results
 
 PROJECT = Path(__file__).resolve().parents[2]
 WORKFLOW = PROJECT / ".github" / "workflows" / "benchmark.yml"
@@ -48,13 +46,7 @@ def adhoc_runs(api: httpx.Client) -> list[dict]:
 
 
 def stored_runs(url: str, label: str) -> list[tuple]:
-    engine = create_engine(url, poolclass=NullPool)
-    with engine.connect() as connection:
-        rows = connection.execute(text(
-            "SELECT r.trigger, r.label, s.case_id, s.status, s.error_class, s.host FROM runs r "
-            "JOIN results s ON s.run_id = r.id WHERE r.label = :label ORDER BY s.case_id"), {"label": label}).all()
-    engine.dispose()
-    return [tuple(row) for row in rows]
+    return stored_results(url, label, "r.trigger, r.label, s.case_id, s.status, s.error_class, s.host")
 
 
 def test_workflow_runs_adhoc_on_a_worker_once_per_attempt(stack, worker, api, tiny_config: Path, results_url: str,
