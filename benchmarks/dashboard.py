@@ -50,7 +50,7 @@ def night(day: int, rng: random.Random) -> tuple[RunInfo, list[CaseResult]]:
                        server_latency_source="perf_dump",
                        stage_ms={"TextEncodingStage": 20.0, "DenoisingStage": base * 900, "DecodingStage": 50.0,
                                  "LatentPreparationStage": 0.2},
-                       denoise_step_ms=tuple([base * 18] * 50), peak_memory_mb=30000.0, output_sha256="0" * 64,
+                       denoise_step_ms=tuple([base * 18] * 50), peak_reserved_mb=30000.0, output_sha256="0" * 64,
                        width=1024, height=1024, num_frames=1, poll_bound_s=None)
                 for _ in range(SAMPLES)]
             results.append(CaseResult(

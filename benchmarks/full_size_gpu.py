@@ -21,6 +21,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeli
 from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
 from diffbench.cases import Matrix, resolve
+from diffbench.client import with_perf_dump
 from diffbench.engines import ServerSpec
 from diffbench.engines.reference import ReferenceEngine
 from diffbench.launcher import Server, free_port
@@ -80,13 +81,13 @@ def main() -> None:
     engine = ReferenceEngine()
     with Server.start(engine, ServerSpec(pair, "127.0.0.1", free_port(), str(model)), args.out / "run") as server:
         ready_s = server.wait_ready(1800)
-        first = engine.with_perf_dump(server.generate(None, 600))
-        samples = [engine.with_perf_dump(server.generate(None, 600)) for _ in range(args.repeats)]
+        first = with_perf_dump(engine, server.generate(pair, None, 600))
+        samples = [with_perf_dump(engine, server.generate(pair, None, 600)) for _ in range(args.repeats)]
 
     client = statistics.median(s.client_latency_s for s in samples)
     server_s = statistics.median(s.server_latency_s for s in samples)
     step_ms = statistics.median(ms for s in samples for ms in s.denoise_step_ms)
-    peak_gib = max(s.peak_memory_mb for s in samples) / 1024
+    peak_gib = max(s.peak_reserved_mb for s in samples) / 1024
     print(f"GPU: {torch.cuda.get_device_name(0)}; server ready in {ready_s:.1f} s")
     print(f"first image (warm-up): client {first.client_latency_s:.2f} s")
     print(f"1024x1024, 28 steps, bf16, {args.repeats} images: client median {client:.2f} s, "

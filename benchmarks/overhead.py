@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from diffbench.cases import Matrix, resolve
+from diffbench.client import with_perf_dump
 from diffbench.engines import ServerSpec
 from diffbench.engines.reference import ReferenceEngine
 from diffbench.launcher import Server, free_port
@@ -71,8 +72,8 @@ def main() -> None:
             probe.join()
             notice_ms.append((ready_at - seen[0]) * 1000)
             if launch == 0:
-                server.generate(None)  # warm-up
-                samples = [engine.with_perf_dump(server.generate(None)) for _ in range(REQUESTS)]
+                server.generate(pair, None)  # warm-up
+                samples = [with_perf_dump(engine, server.generate(pair, None)) for _ in range(REQUESTS)]
 
     overhead_ms = [(s.client_latency_s - s.server_latency_s) * 1000 for s in samples]
     client_ms = statistics.median(s.client_latency_s * 1000 for s in samples)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Task = Literal["text-to-image", "image-edit", "text-to-video", "image-to-video", "text-image-to-video"]
 VIDEO_TASKS = frozenset({"text-to-video", "image-to-video", "text-image-to-video"})
@@ -67,11 +68,28 @@ class FrameworkOptions(_Strict):
     launcher: Annotated[ProcessLauncher | DockerLauncher, Field(discriminator="type")] = Field(
         default_factory=ProcessLauncher, description="Where the server runs: a process (default) or a container."
     )
+    python: Path | None = Field(
+        None, description="The engine's own Python environment, e.g. /opt/sglang/bin/python; its bin/ has the CLI."
+    )
+    pip: list[str] | None = Field(
+        None, min_length=1,
+        description="Arguments of `uv pip install` for a venv of the engine's own, built once and reused: specs "
+                    "(sglang==0.5.23), wheel paths or URLs, `-r lock.txt`, `--no-deps`.",
+    )
 
-    @field_validator("serve_args", mode="before")
+    @field_validator("serve_args", "pip", mode="before")
     @classmethod
     def _split_string(cls, value: Any) -> Any:
         return shlex.split(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_environment(self) -> FrameworkOptions:
+        given = [name for name, value in (("python", self.python), ("pip", self.pip)) if value is not None]
+        if isinstance(self.launcher, DockerLauncher):
+            given.append("launcher.image")
+        if len(given) > 1:
+            raise ValueError(f"an engine lives in one environment, but {' and '.join(given)} are both given")
+        return self
 
 
 class Case(_Strict):
@@ -112,6 +130,14 @@ class Case(_Strict):
     @property
     def size(self) -> str | None:
         return f"{self.width}x{self.height}" if self.width and self.height else None
+
+    @model_validator(mode="after")
+    def _image_reaches_the_engine(self) -> Case:
+        if self.reference_image and self.task == "text-to-image":
+            # sglang's /v1/images/generations takes JSON only (a form gets 422); vllm-omni drops the file.
+            raise ValueError("reference_image: a text-to-image request cannot carry an image on sglang or "
+                             "vllm-omni; use task image-edit")
+        return self
 
 
 class WarmupDefaults(_Strict):

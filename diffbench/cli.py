@@ -19,8 +19,10 @@ def _names(value: str) -> list[str]:
 def _plan(args: argparse.Namespace) -> int:
     from diffbench.config import load_matrix  # noqa: PLC0415
     from diffbench.plan import build_plan, render  # noqa: PLC0415
+    from diffbench.settings import Settings  # noqa: PLC0415
 
-    rows = build_plan(load_matrix(args.config), args.cases, args.frameworks)
+    check_with = None if args.no_parse else Settings().engine_envs_dir
+    rows = build_plan(load_matrix(args.config), args.cases, args.frameworks, check_with)
     print(json.dumps([row.as_dict() for row in rows], indent=2) if args.json else render(rows))
     return 0
 
@@ -134,6 +136,8 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument("--cases", type=_names, help="comma-separated case ids (default: all)")
     plan.add_argument("--frameworks", type=_names, help="comma-separated frameworks (default: all)")
     plan.add_argument("--json", action="store_true", help="print JSON instead of text")
+    plan.add_argument("--no-parse", action="store_true",
+                      help="skip checking server arguments with each engine's own parser (in its environment)")
     plan.set_defaults(handler=_plan)
 
     serve = commands.add_parser("serve", help="run the reference engine (a diffusers pipeline over HTTP)")

@@ -7,14 +7,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import time
-from dataclasses import dataclass, field
-from typing import Any, Literal
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
 from diffbench import media
 from diffbench.errors import BadOutput, RequestFailed, RequestTimeout
+
+if TYPE_CHECKING:
+    from diffbench.cases import Pair
+    from diffbench.engines.base import Engine
 
 POLL_FIRST_S = 0.05
 POLL_MAX_S = 0.25
@@ -52,19 +59,23 @@ class ServerTiming:
     source: Literal["perf_dump", "response", "none"] = "none"
     stage_ms: dict[str, float] = field(default_factory=dict)
     denoise_step_ms: tuple[float, ...] = ()
-    peak_memory_mb: float | None = None
+    peak_reserved_mb: float | None = None
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One measured request; client and server times are never mixed in one field."""
+    """One measured request; client and server times are never mixed in one field.
+
+    `peak_reserved_mb` is the peak of the accelerator memory the engine's allocator reserved
+    (torch's `max_memory_reserved`), the one definition both engines report.
+    """
 
     client_latency_s: float
     server_latency_s: float | None
     server_latency_source: str
     stage_ms: dict[str, float]
     denoise_step_ms: tuple[float, ...]
-    peak_memory_mb: float | None
+    peak_reserved_mb: float | None
     output_sha256: str
     width: int
     height: int
@@ -148,3 +159,57 @@ def send(http: httpx.Client, request: Request, timeout_s: float) -> Output:
     except httpx.HTTPError as exc:
         raise _fail(exc, what) from exc
     return Output(time.perf_counter() - started, decoded, body, dict(response.headers), poll_bound_s)
+
+
+def describe(request: Request) -> dict[str, Any]:
+    """What a request sends, as stored with its result: files replaced by their size and hash."""
+    files = {name: {"filename": filename, "bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+             for name, (filename, content, _) in (request.files or {}).items()}
+    described: dict[str, Any] = {"path": request.path, "json": request.json, "form": request.data, "files": files}
+    return {k: v for k, v in described.items() if v}
+
+
+def measure(http: httpx.Client, engine: Engine, pair: Pair, model: str, image: bytes | None, workdir: Path,
+            timeout_s: float | None = None) -> Sample:
+    """Send one request for `pair`'s case and return its sample, timed as the response reports it.
+
+    The request, deadline, perf-dump folder and shape check are all `pair`'s own, whichever case
+    the server was launched for. Engines with a perf dump leave its path in the sample;
+    `with_perf_dump` reads it later.
+    """
+    dump = workdir / f"perf-{uuid.uuid4().hex}.json" if engine.uses_perf_dump else None
+    timeout_s = min(timeout_s, pair.deadlines.request_s) if timeout_s else pair.deadlines.request_s
+    request = engine.request(pair, model, image, dump)
+    output = send(http, request, timeout_s)
+    case = pair.case
+    media.check_shape(output.decoded, case.width, case.height, case.num_frames if case.is_video else None)
+    timing = engine.server_timing(output)
+    return Sample(
+        client_latency_s=output.client_latency_s,
+        server_latency_s=timing.latency_s,
+        server_latency_source=timing.source,
+        stage_ms=timing.stage_ms,
+        denoise_step_ms=timing.denoise_step_ms,
+        peak_reserved_mb=timing.peak_reserved_mb,
+        output_sha256=output.decoded.sha256,
+        width=output.decoded.width,
+        height=output.decoded.height,
+        num_frames=output.decoded.num_frames,
+        poll_bound_s=output.poll_bound_s,
+        perf_dump_path=str(dump) if dump else None,
+    )
+
+
+def with_perf_dump(engine: Engine, sample: Sample) -> Sample:
+    """`sample` with the server timings of its perf dump, or marked as missing one."""
+    if sample.perf_dump_path is None:
+        return sample
+    dump = engine.read_perf_dump(Path(sample.perf_dump_path))
+    if dump is None:
+        return replace(sample, perf_dump_missing=True)
+    return replace(
+        sample, server_latency_s=dump.total_ms / 1000, server_latency_source="perf_dump",
+        stage_ms=dump.stage_ms, denoise_step_ms=dump.denoise_step_ms,
+        peak_reserved_mb=dump.peak_reserved_mb if dump.peak_reserved_mb is not None else sample.peak_reserved_mb,
+        perf_dump_missing=False,
+    )

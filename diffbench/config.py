@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ def _describe(error: dict[str, Any]) -> str:
         "extra_forbidden": lambda: "unknown key",
         "missing": lambda: "required",
         "too_short": lambda: "must not be empty",
+        "value_error": lambda: error["msg"].removeprefix("Value error, "),
     }.get(kind)
     return described() if described else f"{error['msg']} (got {value!r})"
 
@@ -88,8 +90,15 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         if isinstance(case, dict):
             case["model"] = _localised(case.get("model"), base)
             for options in (case.get("frameworks") or {}).values():
-                if isinstance(options, dict) and "model" in options:
-                    options["model"] = _localised(options["model"], base)
+                if not isinstance(options, dict):
+                    continue
+                for key in ("model", "python"):
+                    if key in options:
+                        options[key] = _localised(options[key], base)
+                if isinstance(options.get("pip"), str):
+                    options["pip"] = shlex.split(options["pip"])
+                if isinstance(options.get("pip"), list):
+                    options["pip"] = [_localised(arg, base) for arg in options["pip"]]
 
 
 def load_matrix(path: Path | str) -> CaseMatrix:

@@ -70,10 +70,12 @@ def volumes(mounts: list[str]) -> dict[str, dict[str, str]]:
 
 
 def container_kwargs(options: DockerLauncher, argv: list[str], env: dict[str, str], labels: dict[str, str],
-                     gpus: tuple[int, ...], mounts: list[str], port: int) -> dict[str, Any]:
+                     gpus: tuple[int, ...], mounts: list[str], port: int, workdir: Path) -> dict[str, Any]:
     """Everything `containers.create` gets for one server; the plan shows the same."""
     kwargs: dict[str, Any] = {
         "command": argv,
+        # Engines write outputs relative to their cwd (sglang: outputs/, inputs/uploads/): keep them in ours.
+        "working_dir": str(workdir),
         "environment": env | options.env,
         "labels": labels,
         "volumes": volumes([*mounts, *options.volumes]),

@@ -12,6 +12,7 @@
     │   └── RequestTimeout                "request_timeout"
     ├── BadOutput                         "bad_output"
     ├── DownloadError                     "download"
+    ├── EnvironmentFailed                 "environment"
     ├── CaseTimeout                       "case_timeout"
     ├── ShardLost                         "crashed"
     ├── Cancelled                         "cancelled"
@@ -114,6 +115,12 @@ class DownloadError(DiffbenchError):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         self.retryable = retryable
         super().__init__(message)
+
+
+class EnvironmentFailed(DiffbenchError):
+    """The engine's environment could not be found or built (a bad pip spec, a missing interpreter)."""
+
+    error_class = "environment"
 
 
 class CaseTimeout(DiffbenchError):

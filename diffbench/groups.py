@@ -10,7 +10,7 @@ from diffbench.cases import Pair
 
 @dataclass(frozen=True)
 class ServerGroup:
-    """Pairs served by one server: same engine, model, revision, GPUs, flags and environment."""
+    """Pairs served by one server: same engine, model, revision, GPUs, flags, environment and launcher."""
 
     pairs: tuple[Pair, ...]
 
@@ -30,8 +30,9 @@ class ServerGroup:
 
 def server_key(pair: Pair) -> str:
     options = pair.options
+    where = options.model_dump(mode="json", include={"launcher", "python", "pip"})
     return json.dumps([pair.framework, pair.engine, pair.model, pair.case.revision, pair.num_gpus,
-                       options.serve_args, options.extra_env], sort_keys=True)
+                       options.serve_args, options.extra_env, where], sort_keys=True)
 
 
 def server_groups(pairs: list[Pair]) -> list[ServerGroup]:

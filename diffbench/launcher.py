@@ -20,10 +20,12 @@ from types import FrameType, TracebackType
 
 import httpx
 
-from diffbench.cases import DockerLauncher
+from diffbench import client
+from diffbench.cases import DockerLauncher, Pair
 from diffbench.client import Sample
 from diffbench.containers import ContainerHandle, container_kwargs, model_mount, reap_containers
 from diffbench.engines import Engine, ServerSpec
+from diffbench.engines.environments import EngineEnvironment
 from diffbench.errors import Cancelled, NotReady, OutOfMemory, RequestFailed, ServerExited
 from diffbench.processes import STOP_GRACE_S, ProcessHandle, reap_processes
 
@@ -63,37 +65,46 @@ class Server:
 
         with Server.start(engine, spec, workdir, labels) as server:
             server.wait_ready(deadline_s=600)
-            sample = server.generate(image=None)
+            sample = server.generate(spec.pair, image=None)
     """
 
     def __init__(self, engine: Engine, spec: ServerSpec, handle: ProcessHandle | ContainerHandle,
-                 workdir: Path) -> None:
-        self.engine, self.spec, self.handle, self.workdir = engine, spec, handle, workdir
+                 workdir: Path, argv: list[str]) -> None:
+        self.engine, self.spec, self.handle, self.workdir, self.argv = engine, spec, handle, workdir, argv
         self.log_path = workdir / "server.log"
+        # The engine build this server runs; a container's is its image digest instead.
+        self.engine_version: str | None = None
         self.http = httpx.Client(base_url=spec.base_url, timeout=spec.pair.deadlines.request_s)
-        self.argv = engine.command(spec)
         self.ready_s: float | None = None
         self._log_offset = 0
         _live.add(self)
 
     @classmethod
-    def start(cls, engine: Engine, spec: ServerSpec, workdir: Path, labels: dict[str, str] | None = None) -> Server:
-        """Start `spec`'s server as its launcher says; `labels` name the run and case it belongs to."""
+    def start(cls, engine: Engine, spec: ServerSpec, workdir: Path, labels: dict[str, str] | None = None,
+              environment: EngineEnvironment | None = None) -> Server:
+        """Start `spec`'s server as its launcher says, from `environment` (default: the worker's PATH).
+
+        `labels` name the run and case it belongs to; the server's cwd is `workdir`.
+        """
         if _terminating.is_set():
             raise Cancelled(f"{spec.pair.framework} server for case {spec.pair.case.id!r} not started: "
                             "the run is being cancelled")
+        environment = environment or EngineEnvironment()
         workdir = workdir.resolve()  # a container mounts it at the same, absolute, path
         workdir.mkdir(parents=True, exist_ok=True)
         labels = {"diffbench.case": spec.pair.case.id, "diffbench.framework": spec.pair.framework} | (labels or {})
-        argv, log_path, launcher = engine.command(spec), workdir / "server.log", spec.pair.options.launcher
+        argv, log_path = environment.argv(engine.command(spec)), workdir / "server.log"
+        launcher = spec.pair.options.launcher
         # Python servers buffer their output otherwise, and the log tail comes too late.
-        env = {"PYTHONUNBUFFERED": "1"} | engine.environment(spec)
+        env = {"PYTHONUNBUFFERED": "1"} | environment.variables() | engine.environment(spec)
         if isinstance(launcher, DockerLauncher):
             env.pop("CUDA_VISIBLE_DEVICES", None)  # the container is given exactly its GPUs
             mounts = [f"{model_mount(spec.model_path)}:{model_mount(spec.model_path)}:ro", f"{workdir}:{workdir}"]
-            kwargs = container_kwargs(launcher, argv, env, labels, spec.gpus, mounts, spec.port)
-            return cls(engine, spec, ContainerHandle.start(launcher, kwargs, log_path), workdir)
-        return cls(engine, spec, ProcessHandle.start(argv, env, log_path, labels), workdir)
+            kwargs = container_kwargs(launcher, argv, env, labels, spec.gpus, mounts, spec.port, workdir)
+            return cls(engine, spec, ContainerHandle.start(launcher, kwargs, log_path), workdir, argv)
+        server = cls(engine, spec, ProcessHandle.start(argv, env, log_path, labels), workdir, argv)
+        server.engine_version = environment.version(engine.package, argv[0])
+        return server
 
     def __enter__(self) -> Server:
         return self
@@ -165,11 +176,18 @@ class Server:
                 raise NotReady(f"{self._who()} not ready after {deadline_s:g} s: {state}", log_tail=self.log_tail())
             time.sleep(READY_POLL_S)
 
-    def generate(self, image: bytes | None, timeout_s: float | None = None) -> Sample:
-        """One measured request, while watching that the server stays alive."""
+    def case_dir(self, pair: Pair) -> Path:
+        """Where `pair`'s perf dumps go: a folder of its own under the server's."""
+        return self.workdir / "cases" / pair.case.id
+
+    def generate(self, pair: Pair, image: bytes | None, timeout_s: float | None = None) -> Sample:
+        """One measured request for `pair`'s own case, while watching that the server stays alive."""
+        workdir = self.case_dir(pair)
+        workdir.mkdir(parents=True, exist_ok=True)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
         try:
-            future = pool.submit(self.engine.generate, self.http, self.spec, image, self.workdir, timeout_s)
+            future = pool.submit(client.measure, self.http, self.engine, pair, self.spec.model_path, image,
+                                 workdir, timeout_s)
             while True:
                 try:
                     return future.result(timeout=WATCH_POLL_S)

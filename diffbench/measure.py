@@ -10,11 +10,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from diffbench.cases import Pair
-from diffbench.client import Sample
+from diffbench.client import Sample, describe, with_perf_dump
 from diffbench.download import Download
 from diffbench.engines import ENGINES, ServerSpec
+from diffbench.engines.environments import EngineEnvironment
 from diffbench.errors import CaseTimeout, DiffbenchError, ServerError
 from diffbench.launcher import Server, free_port
 from diffbench.results import METHODOLOGY, CaseResult
@@ -39,12 +41,16 @@ class Deadline:
         return left
 
 
-def launch(pair: Pair, download: Download, gpus: tuple[int, ...], workdir: Path, deadline: Deadline,
-           run_id: str) -> Server:
-    """Start a server for `pair` and wait until it is ready; never leaves one running on failure."""
+def launch(pairs: tuple[Pair, ...], download: Download, environment: EngineEnvironment, gpus: tuple[int, ...],
+           workdir: Path, deadline: Deadline, run_id: str) -> Server:
+    """Start one server for `pairs` (the first decides the launch) and wait until it is ready.
+
+    Never leaves one running on failure.
+    """
+    pair = pairs[0]
     engine = ENGINES[pair.engine]()
-    spec = ServerSpec(pair, pair.bind_host, free_port(engine.side_port_offsets), download.path, gpus)
-    server = Server.start(engine, spec, workdir, {"diffbench.run": run_id})
+    spec = ServerSpec(pair, pair.bind_host, free_port(engine.side_ports(pair)), download.path, gpus, pairs)
+    server = Server.start(engine, spec, workdir, {"diffbench.run": run_id}, environment)
     try:
         server.wait_ready(min(pair.deadlines.ready_s, deadline.remaining("readiness")))
     except BaseException:
@@ -55,21 +61,26 @@ def launch(pair: Pair, download: Download, gpus: tuple[int, ...], workdir: Path,
 
 def warm_up(server: Server, pair: Pair, image: bytes | None, deadline: Deadline) -> list[float]:
     """`pair.warmup_requests` unmeasured requests at the measured shape; their client latencies."""
-    return [server.generate(image, deadline.remaining("warm-up")).client_latency_s
+    return [server.generate(pair, image, deadline.remaining("warm-up")).client_latency_s
             for _ in range(pair.warmup_requests)]
 
 
 def benchmark(
     server: Server, pair: Pair, image: bytes | None, samples: list[Sample], deadline: Deadline
 ) -> list[Sample]:
-    """Measure until `samples` holds `pair.measurement_repeats` samples.
+    """Measure `pair`'s case until `samples` holds `pair.measurement_repeats` samples.
 
     `samples` is appended to as each request finishes, so a retry continues where a failed
     attempt stopped and a failure still leaves what was measured.
     """
     while len(samples) < pair.measurement_repeats:
-        samples.append(server.generate(image, deadline.remaining(f"request {len(samples) + 1}")))
+        samples.append(server.generate(pair, image, deadline.remaining(f"request {len(samples) + 1}")))
     return samples
+
+
+def collect_perf_dumps(server: Server, samples: list[Sample]) -> list[Sample]:
+    """The samples with their server timings from the perf dumps, where the engine writes them."""
+    return [with_perf_dump(server.engine, sample) for sample in samples]
 
 
 @dataclass
@@ -79,6 +90,7 @@ class CaseRecord:
     pair: Pair
     hardware: str
     host: str | None = None
+    image: bytes | None = field(default=None, repr=False)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     download: Download | None = None
     server: Server | None = None
@@ -96,15 +108,28 @@ class CaseRecord:
             status="failed" if error is not None else "ok", config_hash=pair.config_hash, methodology=METHODOLOGY,
             hardware=self.hardware, model=pair.model, num_gpus=pair.num_gpus, task=pair.case.task,
             started_at=self.started_at, finished_at=datetime.now(UTC), host=self.host,
-            engine_version=ENGINES[pair.engine]().installed_version(),
+            engine_version=server.engine_version if server else None,
             model_revision=self.download.revision if self.download else pair.case.revision,
             image_digest=server.handle.image_digest if server else None,
             serve_argv=server.argv if server else [], gpu_ids=list(server.spec.gpus) if server else [],
+            request=self.request(),
             download_s=self.download.seconds if self.download else None,
             ready_s=server.ready_s if server else None, first_request_latency_s=self.first_request_latency_s,
             samples=list(self.samples),
             error_class=_error_class(error), error_message=_error_message(error), log_tail=log_tail,
         )
+
+
+    def request(self) -> dict[str, Any] | None:
+        """What this case sends, as its server is asked (or would have been, had it started)."""
+        pair, server = self.pair, self.server
+        engine = server.engine if server else ENGINES[pair.engine]()
+        model = server.spec.model_path if server else (self.download.path if self.download else pair.model)
+        dump = server.case_dir(pair) / "perf-<request>.json" if server and engine.uses_perf_dump else None
+        try:
+            return describe(engine.request(pair, model, self.image, dump))
+        except ValueError:
+            return None  # an image task whose input image never arrived
 
 
 def _error_class(error: BaseException | None) -> str | None:

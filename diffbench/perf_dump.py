@@ -28,7 +28,7 @@ class PerfDump:
     total_ms: float
     stage_ms: dict[str, float]
     denoise_step_ms: tuple[float, ...]
-    peak_memory_mb: float | None
+    peak_reserved_mb: float | None
     raw: dict[str, Any] = field(repr=False)
 
 
@@ -38,7 +38,8 @@ def parse(document: dict[str, Any]) -> PerfDump:
         stages = {step["name"].rsplit(".", 1)[-1]: float(step["duration_ms"]) for step in document["steps"]}
         ordered = sorted(document.get("denoise_steps_ms", []), key=lambda s: s["step"])
         steps = tuple(float(s["duration_ms"]) for s in ordered)
-        peaks = [c.get("peak_allocated_mb") for c in document.get("memory_checkpoints", {}).values()]
+        # Reserved, not allocated: what sglang's response and vLLM-Omni report as peak_memory_mb.
+        peaks = [c.get("peak_reserved_mb") for c in document.get("memory_checkpoints", {}).values()]
         total = float(document["total_duration_ms"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BadOutput(f"perf dump does not follow sglang's schema: {exc!r}") from exc

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from diffbench.cases import DockerLauncher, Pair
 from diffbench.config import CaseMatrix
 from diffbench.engines import ENGINES, ServerSpec
+from diffbench.engines.environments import existing_environment
+from diffbench.engines.parsing import parser_problems
+from diffbench.errors import EnvironmentFailed
 
 PLAN_PORT = 30000
 
@@ -49,6 +53,17 @@ def container_spec(pair: Pair) -> dict[str, Any] | None:
     }
 
 
+def _shape_notes(matrix: CaseMatrix, pair: Pair) -> list[str]:
+    """A case without a size leaves it to each engine, and their defaults differ (sglang: 1024x1024, 96 frames)."""
+    case = pair.case
+    others = {p.framework for p in matrix.pairs if p.case.id == case.id} - {pair.framework}
+    missing = [name for name, value in (("size", case.size), ("num_frames", case.num_frames if case.is_video else 1))
+               if value is None]
+    if not others or not missing:
+        return []
+    return [f"no {' or '.join(missing)}: each engine uses its own default, not like for like"]
+
+
 def _gpu_notes(matrix: CaseMatrix) -> dict[tuple[str, str], list[str]]:
     """Flag frameworks of one case that get different GPU counts: an unfair comparison."""
     notes: dict[tuple[str, str], list[str]] = {}
@@ -61,13 +76,46 @@ def _gpu_notes(matrix: CaseMatrix) -> dict[tuple[str, str], list[str]]:
     return notes
 
 
+def _parser_notes(pairs: list[Pair], rows: list[PlanRow], envs_dir: Path) -> None:
+    """Run each engine's own CLI parser over its rows' argv, in its own environment; note what it refuses."""
+    by_environment: dict[str, list[tuple[Pair, PlanRow]]] = {}
+    for pair, row in zip(pairs, rows, strict=True):
+        in_image = isinstance(pair.options.launcher, DockerLauncher)
+        if ENGINES[pair.engine]().parsed_args(row.argv) is not None and not in_image:
+            key = f"{pair.engine} {pair.options.python} {pair.options.pip}"
+            by_environment.setdefault(key, []).append((pair, row))
+    for members in by_environment.values():
+        pair = members[0][0]
+        engine = ENGINES[pair.engine]()
+        try:
+            environment = existing_environment(pair.options, envs_dir)
+        except EnvironmentFailed as exc:
+            for _, row in members:
+                row.notes.append(f"serve args not checked: {exc}")
+            continue
+        argvs = [engine.parsed_args(row.argv) or [] for _, row in members]
+        problems = None if environment is None else parser_problems(pair.engine, environment, members[0][1].argv[0],
+                                                                    argvs)
+        for index, (_, row) in enumerate(members):
+            if problems is None:
+                row.notes.append(f"serve args not checked: no {pair.engine} environment here (set python: or pip:)")
+            elif problems[index]:
+                row.notes.append(f"{pair.engine}'s own parser refuses the server arguments: {problems[index]}")
+                row.runnable = False
+
+
 def build_plan(
-    matrix: CaseMatrix, cases: list[str] | None = None, frameworks: list[str] | None = None
+    matrix: CaseMatrix, cases: list[str] | None = None, frameworks: list[str] | None = None,
+    check_with: Path | None = None,
 ) -> list[PlanRow]:
-    """Rows for the selected pairs, plus one row per framework that has no adapter."""
+    """Rows for the selected pairs, plus one row per framework that has no adapter.
+
+    With `check_with` (the folder of engine venvs), each engine's own parser checks its argv.
+    """
     gpu_notes = _gpu_notes(matrix)
     rows = []
-    for pair in matrix.select(cases, frameworks):
+    pairs = matrix.select(cases, frameworks)
+    for pair in pairs:
         engine = ENGINES[pair.engine]()
         spec = ServerSpec(pair, pair.bind_host, PLAN_PORT, pair.model)
         case = pair.case
@@ -83,8 +131,10 @@ def build_plan(
             config_hash=pair.config_hash, argv=engine.command(spec), env=engine.environment(spec),
             endpoint=engine.endpoint(pair), request={k: v for k, v in request.items() if v is not None},
             container=container_spec(pair),
-            notes=gpu_notes.get((case.id, pair.framework), []),
+            notes=gpu_notes.get((case.id, pair.framework), []) + _shape_notes(matrix, pair),
         ))
+    if check_with is not None:
+        _parser_notes(pairs, rows, check_with)
     for case_id, framework in matrix.unsupported:
         if (cases is None or case_id in cases) and (frameworks is None or framework in frameworks):
             case = next(c for c in matrix.matrix.cases if c.id == case_id)

@@ -50,9 +50,10 @@ class ProcessHandle:
 
     @classmethod
     def start(cls, argv: list[str], env: dict[str, str], log_path: Path, labels: dict[str, str]) -> ProcessHandle:
+        """Start `argv` in the log's folder: engines write outputs relative to their cwd (sglang: outputs/)."""
         with open(log_path, "ab") as log:
             process = subprocess.Popen(argv, env=os.environ | env, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
+                                       stdin=subprocess.DEVNULL, start_new_session=True, cwd=log_path.parent)
         pid_path = log_path.with_name("server.pid")
         pid_path.write_text(json.dumps({"pid": process.pid, "started": started_at(process.pid), "argv": argv}
                                        | owner() | labels))

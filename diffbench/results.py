@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from diffbench.client import Sample
 from diffbench.stats import Summary, summarize
@@ -68,6 +68,7 @@ class CaseResult:
     model_revision: str | None = None
     image_digest: str | None = None
     serve_argv: list[str] = field(default_factory=list)
+    request: dict[str, Any] | None = None
     gpu_ids: list[int] = field(default_factory=list)
     download_s: float | None = None
     ready_s: float | None = None

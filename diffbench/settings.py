@@ -29,10 +29,15 @@ class Settings(BaseSettings):
     host_label: str = Field(default_factory=socket.gethostname, description="Names this host on each result.")
     retry_delays_s: list[float] = Field([10, 60], description="Waits before the retries of a failed step.")
     dashboard_dir: Path = Field(Path(".diffbench/dashboard"), description="Where the flow renders the dashboard.")
+    envs_dir: Path | None = Field(None, description="Engine venvs built from pip specs; default: <state_dir>/envs.")
 
     @property
     def spool_dir(self) -> Path:
         return self.state_dir / "spool"
+
+    @property
+    def engine_envs_dir(self) -> Path:
+        return self.envs_dir or self.state_dir / "envs"
 
     @property
     def runs_dir(self) -> Path:

@@ -58,7 +58,7 @@ def _samples(row: dict[str, Any]) -> list[Sample]:
     return [
         Sample(client_latency_s=latency, server_latency_s=server[i] if i < len(server) else None,
                server_latency_source="perf_dump" if i < len(server) else "none", stage_ms=stages,
-               denoise_step_ms=(), peak_memory_mb=None, output_sha256="", width=0, height=0, num_frames=0,
+               denoise_step_ms=(), peak_reserved_mb=None, output_sha256="", width=0, height=0, num_frames=0,
                poll_bound_s=None)
         for i, latency in enumerate(client)
     ]

@@ -1,14 +1,22 @@
-"""Measuring a list of pairs on this host: one task per server group, side by side on the GPUs."""
+"""Measuring a list of pairs on this host: one task per server group, side by side on the GPUs.
+
+A group owns one server; each of its cases is measured by `measure_case` with its own request.
+"""
 
 from __future__ import annotations
 
-from prefect import task
+from dataclasses import dataclass
+
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from diffbench.cases import Pair
 from diffbench.config import CaseMatrix
+from diffbench.download import Download
+from diffbench.engines.environments import EngineEnvironment
 from diffbench.gpus import GpuPool, Hardware
 from diffbench.groups import ServerGroup, server_groups
+from diffbench.launcher import Server
 from diffbench.measure import CaseRecord, Deadline
 from diffbench.media import input_image
 from diffbench.results import CaseResult
@@ -16,6 +24,7 @@ from diffbench.settings import Settings
 from diffbench.storage.recorder import Recorder
 from tasks.benchmark import benchmark
 from tasks.download import download_model
+from tasks.environment import prepare_environment
 from tasks.launch import launch_server
 from tasks.perf_dump import collect_perf_dump
 from tasks.record import record_result
@@ -23,40 +32,80 @@ from tasks.stop import stop_server
 from tasks.warmup import warm_up
 
 
+@dataclass
+class SharedServer:
+    """What the cases of one group share: environment, model, GPUs and server, each got once.
+
+    `failure` is set when getting one of them failed: every later case fails the same way
+    instead of trying again.
+    """
+
+    group: ServerGroup
+    run_id: str
+    settings: Settings
+    gpus: tuple[int, ...]
+    failure: Exception | None = None
+    environment: EngineEnvironment | None = None
+    download: Download | None = None
+    server: Server | None = None
+
+    def ready(self, pair: Pair, deadline: Deadline) -> tuple[Download, Server]:
+        """The group's model and a live server, got for the first case that needs them."""
+        if self.failure is not None:
+            raise self.failure
+        try:
+            self.environment = self.environment or prepare_environment(pair, self.settings)
+            self.download = self.download or download_model(pair, self.settings)
+            if self.server is not None and not self.server.alive:
+                self.stop()  # its leader died; the rest of its process group may not have
+            if self.server is None:
+                workdir = self.settings.runs_dir / self.run_id / pair.framework / pair.case.id
+                self.server = launch_server(pair, self.group.pairs, self.download, self.environment, self.gpus,
+                                            workdir, deadline, self.run_id)
+        except Exception as exc:
+            self.failure = exc
+            raise
+        return self.download, self.server
+
+    def stop(self) -> None:
+        if self.server is not None:
+            server, self.server = self.server, None
+            stop_server(server)
+
+
+def measure_case(pair: Pair, shared: SharedServer, image: bytes | None, hardware: str) -> CaseResult:
+    """Download → launch (once per group) → warm up → benchmark → perf dump, for one case."""
+    record = CaseRecord(pair, hardware, shared.settings.host_label, image)
+    deadline = Deadline.for_case(pair)
+    try:
+        record.download, record.server = shared.ready(pair, deadline)
+        record.first_request_latency_s = next(iter(warm_up(record.server, pair, image, deadline)), None)
+        measured = benchmark(record.server, pair, image, record.samples, deadline)
+        record.samples = collect_perf_dump(record.server, pair, measured)
+    except Exception as exc:  # noqa: BLE001 - one failing case must not stop the others
+        record.error = exc
+        record.download = record.download or shared.download
+    return record.result()
+
+
 @task(task_run_name="{group.label}", cache_policy=NO_CACHE)
 def measure_group(group: ServerGroup, run_id: str, recorder: Recorder, pool: GpuPool, image: bytes | None,
                   hardware: str, settings: Settings) -> list[CaseResult]:
-    """Download → launch → warm up → benchmark → perf dump per case, on one server; stop always."""
-    results, download, server = [], None, None
-    sticky: Exception | None = pool.refusal(group.num_gpus)  # a download, launch or host failure, for all cases
-    with pool.take(0 if sticky else group.num_gpus) as gpus:
+    """Every case of `group` on one server, each stored as it finishes; the server always stopped."""
+    refusal = pool.refusal(group.num_gpus)
+    results = []
+    with pool.take(0 if refusal else group.num_gpus) as gpus:
+        shared = SharedServer(group, run_id, settings, gpus, failure=refusal)
         try:
             for pair in group.pairs:
-                record, deadline = CaseRecord(pair, hardware, settings.host_label), Deadline.for_case(pair)
+                result = measure_case(pair, shared, image, hardware)
                 try:
-                    if sticky is not None:
-                        raise sticky
-                    download = download or download_model(pair, settings)
-                    record.download = download
-                    if server is not None and not server.alive:
-                        stop_server(server)  # its leader died; the rest of its process group may not have
-                        server = None
-                    if server is None:
-                        workdir = settings.runs_dir / run_id / pair.framework / pair.case.id
-                        server = launch_server(pair, download, gpus, workdir, deadline, run_id)
-                    record.server = server
-                    record.first_request_latency_s = next(iter(warm_up(server, pair, image, deadline)), None)
-                    measured = benchmark(server, pair, image, record.samples, deadline)
-                    record.samples = collect_perf_dump(server, measured)
-                except Exception as exc:  # noqa: BLE001 - one failing case must not stop the others
-                    record.error = exc
-                    sticky = exc if record.server is None else sticky
-                result = record.result()
-                record_result(recorder, run_id, result)
+                    record_result(recorder, run_id, result)
+                except Exception:  # noqa: BLE001 - a storage failure must not cost the other cases
+                    get_run_logger().exception("%s/%s: could not be stored", pair.case.id, pair.framework)
                 results.append(result)
         finally:
-            if server is not None:
-                stop_server(server)
+            shared.stop()
     return results
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the sglang reference files, tiny models, and matrix factories."""
+"""Shared fixtures: the sglang files, tiny models, and matrix factories."""
 
 from __future__ import annotations
 
@@ -25,10 +25,8 @@ os.environ.setdefault("DIFFBENCH_RETRY_DELAYS_S", "[0.1, 0.1]")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
-SGLANG_CONFIGS = sorted((REFERENCE / "sglang" / "configs").glob("*.json"))
-if not SGLANG_CONFIGS:
-    raise RuntimeError(f"the sglang reference files are missing: expected them under {REFERENCE}")
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SGLANG_CONFIGS = sorted((FIXTURES / "sglang" / "configs").glob("*.json"))
 
 
 def make_pair(framework: str = "sglang", matrix: dict | None = None, **case: object) -> Pair:

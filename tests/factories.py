@@ -13,7 +13,7 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 def make_sample(latency: float = 1.0, server: float | None = 0.9) -> Sample:
     return Sample(client_latency_s=latency, server_latency_s=server, server_latency_source="perf_dump",
                   stage_ms={"TextEncodingStage": 10.0, "DenoisingStage": 800.0}, denoise_step_ms=(400.0, 400.0),
-                  peak_memory_mb=1000.0, output_sha256="ab" * 32, width=64, height=64, num_frames=1,
+                  peak_reserved_mb=1000.0, output_sha256="ab" * 32, width=64, height=64, num_frames=1,
                   poll_bound_s=None)
 
 

@@ -104,7 +104,8 @@ BASE_CASE = """
          " but it gets 2"),
         ("num_gpus: 4", "{vllm-omni: {num_gpus: 2, serve_args: --usp 4}}",
          "nightly.yaml: case 'flux1_dev_t2i_1024': frameworks.vllm-omni.num_gpus: vllm-omni: serve_args use 4 GPU(s)"
-         " (--ulysses-degree 4), but it gets 2; vllm-omni derives nothing from a GPU count"),
+         " (--ulysses-degree 4), but it gets 2; vllm-omni derives nothing from a GPU count"
+         " unless --num-gpus is given"),
         ("colour: red", "{sglang: {}}", "nightly.yaml: case 'flux1_dev_t2i_1024': colour: unknown key"),
         ("", "{sglang: {serve_arg: --x}}",
          "nightly.yaml: case 'flux1_dev_t2i_1024': frameworks.sglang.serve_arg: unknown key"),

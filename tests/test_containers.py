@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from diffbench.cases import DockerLauncher
+from diffbench.client import with_perf_dump
 from diffbench.containers import OWNER_LABEL, container_kwargs, reap_containers
 from diffbench.engines import ServerSpec
 from diffbench.engines.reference import ReferenceEngine
@@ -39,7 +40,8 @@ def start(pair, tmp_path: Path) -> Server:
 
 def test_a_two_gpu_case_on_gpus_2_and_3_asks_for_exactly_those(docker_engine, reference_image) -> None:
     options = DockerLauncher(type="docker", image=reference_image, network="publish")
-    kwargs = container_kwargs(options, ["true"], {"A": "1"}, LABELS, (2, 3), ["/models/flux:/models/flux:ro"], 31000)
+    kwargs = container_kwargs(options, ["true"], {"A": "1"}, LABELS, (2, 3), ["/models/flux:/models/flux:ro"], 31000,
+                              Path("/runs/case"))
     container = docker_engine.containers.create(reference_image, **kwargs)
     try:
         host = container.attrs["HostConfig"]
@@ -57,7 +59,7 @@ def test_reference_engine_serves_from_its_container(docker_engine, reference_ima
     pair = docker_pair(tiny_models["flux"], reference_image, network="publish")
     with start(pair, tmp_path) as server:
         assert server.wait_ready(120) > 0
-        sample = server.engine.with_perf_dump(server.generate(None))
+        sample = with_perf_dump(server.engine, server.generate(server.spec.pair, None))
         [container] = [c for c in ours(docker_engine) if c.labels["diffbench.run"] == "test-run"]
         assert container.labels["diffbench.case"] == "c" and container.labels["diffbench.framework"] == "diffusers"
         mounts = {m["Destination"]: m["RW"] for m in container.attrs["Mounts"]}

@@ -108,7 +108,7 @@ def test_server_killed_mid_request_is_detected(tiny_models: dict[str, Path], tmp
         killer.start()
         started = time.monotonic()
         with pytest.raises(ServerExited) as caught:
-            server.generate(None)
+            server.generate(server.spec.pair, None)
         killer.join()
     assert "exited with code -9" in str(caught.value)
     assert time.monotonic() - started < 30
@@ -124,7 +124,7 @@ def test_connection_dropped_just_before_the_exit_is_reported_is_a_server_exit(tm
             server.check_alive()
             time.sleep(0.02)
         with pytest.raises(ServerExited) as caught:
-            server.generate(None)
+            server.generate(server.spec.pair, None)
     assert "exited with code 7" in str(caught.value)
 
 

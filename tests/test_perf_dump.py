@@ -16,7 +16,7 @@ OLD_DUMP = {"timestamp": 1.0, "request_id": "r", "commit_hash": "abc", "tag": "s
 
 def test_older_dumps_without_steps_or_memory_parse() -> None:
     dump = perf_dump.parse(OLD_DUMP)
-    assert (dump.total_ms, dump.stage_ms, dump.denoise_step_ms, dump.peak_memory_mb) == (
+    assert (dump.total_ms, dump.stage_ms, dump.denoise_step_ms, dump.peak_reserved_mb) == (
         4200.5, {"DenoisingStage": 4000.0}, (), None)
 
 

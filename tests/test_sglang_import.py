@@ -12,9 +12,9 @@ from diffbench.errors import ConfigError
 from diffbench.sglang_import import error_class_of, import_file, parse
 from diffbench.storage import store
 
-from conftest import REFERENCE
+from conftest import FIXTURES
 
-RESULT_FILES = sorted((REFERENCE / "sglang" / "results").glob("*.json"))
+RESULT_FILES = sorted((FIXTURES / "sglang" / "results").glob("*.json"))
 
 
 @pytest.mark.parametrize("path", RESULT_FILES, ids=lambda p: p.name[:30])

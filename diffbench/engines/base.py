@@ -1,32 +1,33 @@
-"""The interface every engine adapter implements."""
+"""The interface every engine adapter implements: how it is launched and how its API is spelt."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
-import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import httpx
-
 from diffbench import client, perf_dump
 from diffbench.cases import FrameworkOptions, Pair
-from diffbench.media import check_shape
 
 MAX_GPUS_PER_HOST = 8
 
 
 @dataclass(frozen=True)
 class ServerSpec:
-    """One server to start: which pair it serves, where, and on which GPUs."""
+    """One server to start: the pairs it serves (the first decides the launch), where, on which GPUs."""
 
     pair: Pair
     host: str
     port: int
     model_path: str
     gpus: tuple[int, ...] = ()
+    # Every pair this server will serve, `pair` first; empty means `pair` alone.
+    group: tuple[Pair, ...] = ()
+
+    @property
+    def pairs(self) -> tuple[Pair, ...]:
+        return self.group or (self.pair,)
 
     @property
     def base_url(self) -> str:
@@ -40,14 +41,14 @@ def form_fields(fields: dict[str, Any]) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items() if v is not None}
 
 
-def generation_fields(spec: ServerSpec, **engine_fields: Any) -> dict[str, Any]:
-    """The OpenAI-style fields both engine APIs share, then the request extras.
+def generation_fields(pair: Pair, model: str, **engine_fields: Any) -> dict[str, Any]:
+    """The OpenAI-style fields both engine APIs share for `pair`'s case, then the request extras.
 
     Unset fields are left out, so the server uses the model's default.
     """
-    case = spec.pair.case
+    case = pair.case
     fields = {
-        "model": spec.model_path,
+        "model": model,
         "prompt": case.prompt,
         "negative_prompt": case.negative_prompt,
         "size": case.size,
@@ -58,8 +59,9 @@ def generation_fields(spec: ServerSpec, **engine_fields: Any) -> dict[str, Any]:
     if case.is_video:
         fields |= {"num_frames": case.num_frames, "fps": case.fps}
     else:
-        fields |= {"n": 1, "response_format": "b64_json"}
-    return {k: v for k, v in (fields | spec.pair.request_extra).items() if v is not None}
+        # PNG on every engine, so no engine's server time holds a cheaper encoder than another's.
+        fields |= {"n": 1, "response_format": "b64_json", "output_format": "png"}
+    return {k: v for k, v in (fields | pair.request_extra).items() if v is not None}
 
 
 def image_part(image: bytes | None) -> tuple[str, bytes, str]:
@@ -79,12 +81,17 @@ def flag_value(args: list[str], *names: str) -> str | None:
     return value
 
 
-def flag_enabled(args: list[str], name: str) -> bool:
-    """Whether a boolean flag is on: bare `--flag`, or followed by a true value."""
-    if name not in (a.partition("=")[0] for a in args):
-        return False
-    value = flag_value(args, name)
-    return value is None or value.lower() not in ("false", "0", "no")
+def flag_values(args: list[str], name: str) -> list[str]:
+    """Every value after the last `name` up to the next flag (argparse's `nargs='+'`)."""
+    values: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == name:
+            values = []
+            for value in args[i + 1:]:
+                if value.startswith("-"):
+                    break
+                values.append(value)
+    return values
 
 
 def parallel_degree(args: list[str], flags: dict[str, tuple[str, ...]]) -> tuple[int, list[str]]:
@@ -99,23 +106,30 @@ def parallel_degree(args: list[str], flags: dict[str, tuple[str, ...]]) -> tuple
 
 
 class Engine:
-    """An inference server diffbench can launch and measure.
+    """An inference server diffbench can launch and ask for outputs.
 
     An adapter module defines one subclass with a unique `name` (the framework name used in
-    case configs) and implements `command`, `endpoint`, `request` and `server_timing`.
+    case configs) and implements `command`, `endpoint`, `request` and `server_timing`; engines
+    with a perf dump also implement `read_perf_dump`. Measuring is the client's job.
     """
 
     name: ClassVar[str]
     options: ClassVar[type[FrameworkOptions]] = FrameworkOptions
-    # Ports the server opens at fixed offsets from its HTTP port; the launcher keeps them free.
-    side_port_offsets: ClassVar[tuple[int, ...]] = ()
-    uses_perf_dump: ClassVar[bool] = False
     # The distribution whose version identifies the engine's build.
     package: ClassVar[str | None] = None
+    uses_perf_dump: ClassVar[bool] = False
 
     def command(self, spec: ServerSpec) -> list[str]:
-        """The exact argv that starts the server."""
+        """The exact argv that starts the server; argv[0] is looked up in the engine's environment."""
         raise NotImplementedError(f"{type(self).__name__}.command")
+
+    def parsed_args(self, argv: list[str]) -> list[str] | None:
+        """The part of `command`'s argv that the engine's own CLI parser reads; None: no parser to check."""
+        return None
+
+    def side_ports(self, pair: Pair) -> tuple[int, ...]:
+        """Ports the server opens beside its HTTP port, as offsets from it; the launcher keeps them free."""
+        return ()
 
     def environment(self, spec: ServerSpec) -> dict[str, str]:
         """Environment added to the launcher's own for this server."""
@@ -123,15 +137,6 @@ class Engine:
         if spec.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.gpus))
         return env
-
-    def installed_version(self) -> str | None:
-        """The engine's version as installed beside diffbench, if it is."""
-        if self.package is None:
-            return None
-        try:
-            return importlib.metadata.version(self.package)
-        except importlib.metadata.PackageNotFoundError:
-            return None
 
     def gpu_problem(self, pair: Pair) -> str | None:
         """Why this engine cannot run `pair` on `pair.num_gpus` GPUs, or None if it can."""
@@ -143,8 +148,8 @@ class Engine:
         """The path a request for this pair's task goes to."""
         raise NotImplementedError(f"{type(self).__name__}.endpoint")
 
-    def request(self, spec: ServerSpec, image: bytes | None, perf_dump_path: Path | None) -> client.Request:
-        """The request for one sample of `spec.pair`."""
+    def request(self, pair: Pair, model: str, image: bytes | None, perf_dump_path: Path | None) -> client.Request:
+        """The request for one sample of `pair`, on a server that serves `model`."""
         raise NotImplementedError(f"{type(self).__name__}.request")
 
     def server_timing(self, output: client.Output) -> client.ServerTiming:
@@ -154,46 +159,3 @@ class Engine:
     def read_perf_dump(self, path: Path) -> perf_dump.PerfDump | None:
         """The perf dump written for one request, or None if it never appeared."""
         raise NotImplementedError(f"{type(self).__name__}.read_perf_dump")
-
-    def with_perf_dump(self, sample: client.Sample) -> client.Sample:
-        """`sample` with the server timings of its perf dump, or marked as missing one."""
-        if sample.perf_dump_path is None:
-            return sample
-        dump = self.read_perf_dump(Path(sample.perf_dump_path))
-        if dump is None:
-            return replace(sample, perf_dump_missing=True)
-        return replace(
-            sample, server_latency_s=dump.total_ms / 1000, server_latency_source="perf_dump",
-            stage_ms=dump.stage_ms, denoise_step_ms=dump.denoise_step_ms,
-            peak_memory_mb=dump.peak_memory_mb or sample.peak_memory_mb, perf_dump_missing=False,
-        )
-
-    def generate(
-        self, http: httpx.Client, spec: ServerSpec, image: bytes | None, workdir: Path, timeout_s: float | None = None
-    ) -> client.Sample:
-        """Send one request for `spec.pair` and return its sample, timed as the response reports it.
-
-        Engines with a perf dump leave its path in the sample; `with_perf_dump` reads it later.
-        """
-        pair = spec.pair
-        dump = workdir / f"perf-{uuid.uuid4().hex}.json" if self.uses_perf_dump else None
-        timeout_s = min(timeout_s, pair.deadlines.request_s) if timeout_s else pair.deadlines.request_s
-        output = client.send(http, self.request(spec, image, dump), timeout_s)
-        case = pair.case
-        frames = case.num_frames if case.is_video else None
-        check_shape(output.decoded, case.width, case.height, frames)
-        timing = self.server_timing(output)
-        return client.Sample(
-            client_latency_s=output.client_latency_s,
-            server_latency_s=timing.latency_s,
-            server_latency_source=timing.source,
-            stage_ms=timing.stage_ms,
-            denoise_step_ms=timing.denoise_step_ms,
-            peak_memory_mb=timing.peak_memory_mb,
-            output_sha256=output.decoded.sha256,
-            width=output.decoded.width,
-            height=output.decoded.height,
-            num_frames=output.decoded.num_frames,
-            poll_bound_s=output.poll_bound_s,
-            perf_dump_path=str(dump) if dump else None,
-        )

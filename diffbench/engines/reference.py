@@ -14,11 +14,16 @@ class ReferenceEngine(SGLangEngine):
 
     name = "diffusers"
     package = "diffusers"
-    side_port_offsets = ()
 
     def command(self, spec: ServerSpec) -> list[str]:
         return [sys.executable, "-m", "diffbench", "serve", "--model", spec.model_path,
                 "--host", spec.host, "--port", str(spec.port), *spec.pair.options.serve_args]
+
+    def side_ports(self, pair: Pair) -> tuple[int, ...]:
+        return ()
+
+    def parsed_args(self, argv: list[str]) -> list[str] | None:
+        return None  # diffbench's own server; its parser is tested with it
 
     def gpu_problem(self, pair: Pair) -> str | None:
         if pair.num_gpus != 1:

@@ -136,7 +136,7 @@ class PipelineRunner:
         perf = self._perf_document(total_s)
         if request.perf_dump_path:
             perf_dump.write_atomic(Path(request.perf_dump_path), perf)
-        peak = max(c["peak_allocated_mb"] for c in perf["memory_checkpoints"].values())
+        peak = max(c["peak_reserved_mb"] for c in perf["memory_checkpoints"].values())
         return Result(content, total_s, peak, perf)
 
     def _encode(self, output: Any, fps: int) -> bytes:

@@ -1,7 +1,8 @@
 """The tables: runs, their per-(case, framework) results, samples and stage timings.
 
 Portable between SQLite and Postgres: JSON columns, UTC timestamps, named constraints.
-History: schema 1 (2026-11-24) is the first.
+History: schema 1 (2026-11-24) is the first; 2 (2026-11-29) adds each result's request and names
+a sample's peak memory `peak_reserved_mb`.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ class Result(Base):
     num_gpus: Mapped[int]
     gpu_ids: Mapped[list[Any]] = mapped_column(default=list)
     serve_argv: Mapped[list[Any]] = mapped_column(default=list)
+    # What was sent for this case, input images replaced by their hash.
+    request: Mapped[dict[str, Any] | None]
     download_s: Mapped[float | None]
     ready_s: Mapped[float | None]
     first_request_latency_s: Mapped[float | None]
@@ -134,7 +137,7 @@ class SampleRow(Base):
     client_latency_s: Mapped[float]
     server_latency_s: Mapped[float | None]
     server_latency_source: Mapped[str] = mapped_column(String(16))
-    peak_memory_mb: Mapped[float | None]
+    peak_reserved_mb: Mapped[float | None]
     output_sha256: Mapped[str | None] = mapped_column(String(64))
     width: Mapped[int | None]
     height: Mapped[int | None]

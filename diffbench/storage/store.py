@@ -85,7 +85,7 @@ def _result_row(run_id: str, result: CaseResult) -> Result:
         task=result.task, model=result.model, model_revision=result.model_revision, image_digest=result.image_digest,
         engine_version=result.engine_version, config_hash=result.config_hash, series_key=result.series_key,
         methodology=result.methodology, hardware=result.hardware, host=result.host, num_gpus=result.num_gpus,
-        gpu_ids=result.gpu_ids, serve_argv=result.serve_argv, download_s=result.download_s,
+        gpu_ids=result.gpu_ids, serve_argv=result.serve_argv, request=result.request, download_s=result.download_s,
         ready_s=result.ready_s, first_request_latency_s=result.first_request_latency_s,
         n=client.n if client else 0, median_s=client.median if client else None,
         min_s=client.min if client else None, max_s=client.max if client else None,
@@ -95,7 +95,7 @@ def _result_row(run_id: str, result: CaseResult) -> Result:
     for index, sample in enumerate(result.samples):
         row.samples.append(SampleRow(
             index=index, client_latency_s=sample.client_latency_s, server_latency_s=sample.server_latency_s,
-            server_latency_source=sample.server_latency_source, peak_memory_mb=sample.peak_memory_mb,
+            server_latency_source=sample.server_latency_source, peak_reserved_mb=sample.peak_reserved_mb,
             output_sha256=sample.output_sha256, width=sample.width, height=sample.height,
             num_frames=sample.num_frames, poll_bound_s=sample.poll_bound_s,
             perf_dump_missing=sample.perf_dump_missing, denoise_step_ms=list(sample.denoise_step_ms),

@@ -21,7 +21,7 @@ def test_argv_runs_diffbench_serve_with_this_python() -> None:
     assert ENGINE.command(make_spec(pair, port=31000)) == [
         sys.executable, "-m", "diffbench", "serve", "--model", "/models/tiny-flux",
         "--host", "127.0.0.1", "--port", "31000", "--device", "cpu"]
-    assert ENGINE.side_port_offsets == ()
+    assert ENGINE.side_ports(pair) == ()
 
 
 def test_one_device_only() -> None:
@@ -33,11 +33,11 @@ def test_one_device_only() -> None:
                                   "text-image-to-video"])
 def test_requests_are_sglangs(task: str) -> None:
     image = None if task in {"text-to-image", "text-to-video"} else b"png"
-    ours = ENGINE.request(make_spec(make_pair("diffusers", task=task, seed=1)), image, Path("/d.json"))
-    theirs = SGLangEngine().request(make_spec(make_pair("sglang", task=task, seed=1)), image, Path("/d.json"))
+    ours = ENGINE.request(make_pair("diffusers", task=task, seed=1), "org/model", image, Path("/d.json"))
+    theirs = SGLangEngine().request(make_pair("sglang", task=task, seed=1), "org/model", image, Path("/d.json"))
     assert ours == theirs
 
 
-def test_engines_are_found_by_module() -> None:
+def test_engines_are_listed_by_framework() -> None:
     assert {name: type(engine()).__name__ for name, engine in ENGINES.items()} == {
         "sglang": "SGLangEngine", "vllm-omni": "VllmOmniEngine", "diffusers": "ReferenceEngine"}

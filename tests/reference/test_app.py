@@ -10,13 +10,13 @@ import httpx
 import pytest
 
 from diffbench import media
-from diffbench.client import POLL_MAX_S
+from diffbench.client import POLL_MAX_S, measure, with_perf_dump
 from diffbench.engines.reference import ReferenceEngine
 from diffbench.errors import RequestFailed
 from diffbench.reference.app import create_app
 from diffbench.reference.runner import PipelineRunner
 
-from conftest import make_pair, make_spec, serve_in_thread
+from conftest import make_pair, serve_in_thread
 
 ENGINE = ReferenceEngine()
 
@@ -44,13 +44,13 @@ def test_health_and_models(flux: tuple[httpx.Client, str]) -> None:
 def test_text_to_image_sample_and_perf_dump(flux: tuple[httpx.Client, str], tmp_path: Path) -> None:
     http, model = flux
     pair = make_pair("diffusers", model=model, width=64, height=48, num_inference_steps=4, seed=1)
-    sample = ENGINE.with_perf_dump(ENGINE.generate(http, make_spec(pair), None, tmp_path))
+    sample = with_perf_dump(ENGINE, measure(http, ENGINE, pair, pair.model, None, tmp_path))
     assert (sample.width, sample.height, sample.num_frames) == (64, 48, 1)
     assert sample.server_latency_source == "perf_dump" and not sample.perf_dump_missing
     assert len(sample.denoise_step_ms) == 4
     assert list(sample.stage_ms) == ["TextEncodingStage", "DenoisingStage", "DecodingStage"]
     assert 0 < sample.server_latency_s < sample.client_latency_s
-    assert sample.poll_bound_s is None and sample.peak_memory_mb > 0
+    assert sample.poll_bound_s is None and sample.peak_reserved_mb > 0
     [dump_file] = tmp_path.glob("perf-*.json")
     dump = json.loads(dump_file.read_text())
     assert dump["tag"] == "server_perf_dump" and dump["meta"]["model"] == model
@@ -62,11 +62,11 @@ def test_text_to_image_sample_and_perf_dump(flux: tuple[httpx.Client, str], tmp_
 
 def test_same_seed_same_image(flux: tuple[httpx.Client, str], tmp_path: Path) -> None:
     http, model = flux
-    spec = make_spec(make_pair("diffusers", model=model, width=32, height=32, num_inference_steps=2, seed=5))
-    other = make_spec(make_pair("diffusers", model=model, width=32, height=32, num_inference_steps=2, seed=6))
-    first, second = (ENGINE.generate(http, spec, None, tmp_path) for _ in range(2))
+    pair = make_pair("diffusers", model=model, width=32, height=32, num_inference_steps=2, seed=5)
+    other = make_pair("diffusers", model=model, width=32, height=32, num_inference_steps=2, seed=6)
+    first, second = (measure(http, ENGINE, pair, model, None, tmp_path) for _ in range(2))
     assert first.output_sha256 == second.output_sha256
-    assert ENGINE.generate(http, other, None, tmp_path).output_sha256 != first.output_sha256
+    assert measure(http, ENGINE, other, model, None, tmp_path).output_sha256 != first.output_sha256
 
 
 def test_response_carries_time_and_memory(flux: tuple[httpx.Client, str]) -> None:
@@ -80,7 +80,7 @@ def test_response_carries_time_and_memory(flux: tuple[httpx.Client, str]) -> Non
 def test_image_edit(flux: tuple[httpx.Client, str], tmp_path: Path) -> None:
     http, model = flux
     pair = make_pair("diffusers", model=model, task="image-edit", width=64, height=64, num_inference_steps=5)
-    sample = ENGINE.with_perf_dump(ENGINE.generate(http, make_spec(pair), media.generated_image(), tmp_path))
+    sample = with_perf_dump(ENGINE, measure(http, ENGINE, pair, pair.model, media.generated_image(), tmp_path))
     assert (sample.width, sample.height) == (64, 64)
     assert len(sample.denoise_step_ms) == 4  # img2img runs strength (0.8) x 5 steps
 
@@ -115,14 +115,14 @@ def test_pipeline_exception_is_500_and_the_server_keeps_serving(flux: tuple[http
     assert response.status_code == 500
     assert "ValueError" in response.json()["error"]["message"]
     pair = make_pair("diffusers", model=model, width=32, height=32, num_inference_steps=1)
-    assert ENGINE.generate(http, make_spec(pair), None, tmp_path).width == 32
+    assert measure(http, ENGINE, pair, pair.model, None, tmp_path).width == 32
 
 
 def test_text_to_video_sample(wan: tuple[httpx.Client, str], tmp_path: Path) -> None:
     http, model = wan
     pair = make_pair("diffusers", model=model, task="text-to-video", width=64, height=32, num_frames=9, fps=8,
                      num_inference_steps=3, seed=3)
-    sample = ENGINE.with_perf_dump(ENGINE.generate(http, make_spec(pair), None, tmp_path))
+    sample = with_perf_dump(ENGINE, measure(http, ENGINE, pair, pair.model, None, tmp_path))
     assert (sample.width, sample.height, sample.num_frames) == (64, 32, 9)
     assert len(sample.denoise_step_ms) == 3 and sample.server_latency_source == "perf_dump"
     assert 0 < sample.poll_bound_s <= POLL_MAX_S
@@ -155,5 +155,5 @@ def test_image_to_video_on_a_text_to_video_model_is_refused(wan: tuple[httpx.Cli
     http, model = wan
     pair = make_pair("diffusers", model=model, task="image-to-video", num_frames=5)
     with pytest.raises(RequestFailed) as caught:
-        ENGINE.generate(http, make_spec(pair), media.generated_image(64), tmp_path)
+        measure(http, ENGINE, pair, pair.model, media.generated_image(64), tmp_path)
     assert caught.value.status_code == 400 and "takes no input image" in str(caught.value)
