@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Task = Literal["text-to-image", "image-edit", "text-to-video", "image-to-video", "text-image-to-video"]
 VIDEO_TASKS = frozenset({"text-to-video", "image-to-video", "text-image-to-video"})
 IMAGE_INPUT_TASKS = frozenset({"image-edit", "image-to-video", "text-image-to-video"})
+DEFAULT_PROMPT = "a lighthouse on a rocky coast at sunset, waves breaking below"
 
 
 class _Strict(BaseModel):
@@ -99,7 +100,8 @@ class Case(_Strict):
     model: str = Field(min_length=1, description="Hugging Face repo id, or a local path starting with / ./ ../ ~.")
     revision: str | None = Field(None, description="Model revision (branch, tag or commit) to pin.")
     task: Task
-    prompt: str = ""
+    # Engines refuse an empty prompt (vLLM-Omni's video form answers 400), so a case without one gets this.
+    prompt: str = Field(DEFAULT_PROMPT, min_length=1, description="The text prompt; a fixed default when absent.")
     negative_prompt: str | None = None
     width: int | None = Field(None, gt=0)
     height: int | None = Field(None, gt=0)

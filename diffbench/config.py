@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,8 @@ def _parse(path: Path) -> Any:
 def _localised(value: Any, base: Path) -> Any:
     """A relative local path made absolute against the config's folder; anything else unchanged."""
     if isinstance(value, str) and value.startswith(LOCAL_PREFIXES):
-        return str((base / Path(value).expanduser()).resolve())
+        # Not resolved: a symlink's own name can matter (sglang picks its native FLUX pipeline by "flux.1").
+        return os.path.abspath(base / Path(value).expanduser())
     return value
 
 

@@ -119,7 +119,6 @@ class CaseRecord:
             error_class=_error_class(error), error_message=_error_message(error), log_tail=log_tail,
         )
 
-
     def request(self) -> dict[str, Any] | None:
         """What this case sends, as its server is asked (or would have been, had it started)."""
         pair, server = self.pair, self.server

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +76,10 @@ def _gpu_notes(matrix: CaseMatrix) -> dict[tuple[str, str], list[str]]:
     return notes
 
 
-def _parser_notes(pairs: list[Pair], rows: list[PlanRow], envs_dir: Path) -> None:
+def _parser_notes(pairs: list[Pair], rows: list[PlanRow], envs_dir: Path) -> list[PlanRow]:
     """Run each engine's own CLI parser over its rows' argv, in its own environment; note what it refuses."""
     by_environment: dict[str, list[tuple[Pair, PlanRow]]] = {}
+    refused: set[int] = set()
     for pair, row in zip(pairs, rows, strict=True):
         in_image = isinstance(pair.options.launcher, DockerLauncher)
         if ENGINES[pair.engine]().parsed_args(row.argv) is not None and not in_image:
@@ -101,7 +102,8 @@ def _parser_notes(pairs: list[Pair], rows: list[PlanRow], envs_dir: Path) -> Non
                 row.notes.append(f"serve args not checked: no {pair.engine} environment here (set python: or pip:)")
             elif problems[index]:
                 row.notes.append(f"{pair.engine}'s own parser refuses the server arguments: {problems[index]}")
-                row.runnable = False
+                refused.add(id(row))
+    return [replace(row, runnable=False) if id(row) in refused else row for row in rows]
 
 
 def build_plan(
@@ -134,7 +136,7 @@ def build_plan(
             notes=gpu_notes.get((case.id, pair.framework), []) + _shape_notes(matrix, pair),
         ))
     if check_with is not None:
-        _parser_notes(pairs, rows, check_with)
+        rows = _parser_notes(pairs, rows, check_with)
     for case_id, framework in matrix.unsupported:
         if (cases is None or case_id in cases) and (frameworks is None or framework in frameworks):
             case = next(c for c in matrix.matrix.cases if c.id == case_id)

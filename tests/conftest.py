@@ -56,6 +56,15 @@ def write_config(tmp_path: Path) -> Callable[[str, str], Path]:
 
 
 @pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    """A temporary Prefect server for the flow tests, one per test session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Both tiny pipelines, built once per test session."""
     from diffbench.reference.tiny_models import build
