@@ -103,3 +103,30 @@ def test_docker_cases_show_their_container(write_config) -> None:
     assert "container    image=vllm/vllm-omni:v0.11.0" in render(list(rows.values()))
     assert rows["sglang"].config_hash != build_plan(load_matrix(write_config(
         path.read_text().replace("v0.5.4", "v0.5.5"), name="other.yaml")))[0].config_hash
+
+
+def test_a_case_without_a_shape_is_flagged_when_engines_would_differ(write_config) -> None:
+    """sglang's default is 1024x1024 (96 frames for video), vllm-omni's the model's own (mismatch 10)."""
+    path = write_config("""
+        cases:
+          - {id: unsized, model: org/m, task: text-to-video, frameworks: {sglang: {}, vllm-omni: {}}}
+          - {id: sized, model: org/m, task: text-to-video, width: 64, height: 64, num_frames: 9,
+             frameworks: {sglang: {}, vllm-omni: {}}}
+          - {id: alone, model: org/m, task: text-to-image, frameworks: {sglang: {}}}
+    """)
+    notes = {(row.case, row.framework): row.notes for row in build_plan(load_matrix(path))}
+    assert notes[("unsized", "sglang")] == notes[("unsized", "vllm-omni")] == [
+        "no size or num_frames: each engine uses its own default, not like for like"]
+    assert notes[("sized", "sglang")] == [] and notes[("alone", "sglang")] == []
+
+
+def test_without_an_engine_environment_the_argv_is_not_checked(write_config, tmp_path: Path) -> None:
+    path = write_config("""
+        cases:
+          - {id: c, model: org/m, task: text-to-image, width: 64, height: 64,
+             frameworks: {sglang: {pip: "sglang==0.5.23"}, diffusers: {}}}
+    """)
+    rows = {row.framework: row for row in build_plan(load_matrix(path), check_with=tmp_path / "envs")}
+    assert rows["sglang"].runnable and rows["sglang"].notes == [
+        "serve args not checked: no sglang environment here (set python: or pip:)"]
+    assert rows["diffusers"].notes == []  # our own server: no foreign parser to ask

@@ -96,15 +96,20 @@ def interpreter_of(program: str) -> Path | None:
 
 
 def environment_key(pip: list[str]) -> str:
-    """Names a venv by what goes into it: the specs, the files they name, how, and our Python's version."""
-    digest = hashlib.sha256(json.dumps([pip, INSTALL_FLAGS, sys.version_info[:2]]).encode())
-    for option, value in zip(pip, pip[1:], strict=False):
+    """Names a venv by what goes into it: the specs, how, and our Python's version.
+
+    A `-r`/`-c` file counts by its content, not its path, so the same lock in another clone or
+    folder finds the same venv, and an edited lock gets a new one.
+    """
+    named = list(pip)
+    for index, (option, value) in enumerate(zip(pip, pip[1:], strict=False)):
         if option in FILE_OPTIONS:
             try:
-                digest.update(Path(value).expanduser().read_bytes())
+                content = Path(value).expanduser().read_bytes()
             except OSError as exc:
                 raise EnvironmentFailed(f"pip: cannot read {value}: {exc.strerror}") from exc
-    return digest.hexdigest()[:16]
+            named[index + 1] = f"sha256:{hashlib.sha256(content).hexdigest()}"
+    return hashlib.sha256(json.dumps([named, INSTALL_FLAGS, sys.version_info[:2]]).encode()).hexdigest()[:16]
 
 
 def uv_binary() -> str:

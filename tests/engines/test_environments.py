@@ -54,6 +54,10 @@ def test_the_key_follows_the_specs_and_the_files_they_name(tmp_path: Path) -> No
     lock.write_text("six==1.16.0\n")
     first = environment_key(["--no-deps", "-r", str(lock)])
     assert environment_key(["--no-deps", "-r", str(lock)]) == first
+    copy = tmp_path / "clone" / "lock.txt"
+    copy.parent.mkdir()
+    copy.write_text(lock.read_text())
+    assert environment_key(["--no-deps", "-r", str(copy)]) == first  # the same lock in another clone
     lock.write_text("six==1.17.0\n")
     assert environment_key(["--no-deps", "-r", str(lock)]) != first
     assert environment_key(["six==1.16.0"]) != environment_key(["six==1.17.0"])
