@@ -19,6 +19,9 @@ Task = Literal["text-to-image", "image-edit", "text-to-video", "image-to-video",
 VIDEO_TASKS = frozenset({"text-to-video", "image-to-video", "text-image-to-video"})
 IMAGE_INPUT_TASKS = frozenset({"image-edit", "image-to-video", "text-image-to-video"})
 DEFAULT_PROMPT = "a lighthouse on a rocky coast at sunset, waves breaking below"
+# Strict: YAML's `true` is not a count. Sides are what the engines' latent grids accept (VAE 8 × patch 2).
+Count = Annotated[int, Field(gt=0, strict=True)]
+Side = Annotated[int, Field(gt=0, multiple_of=16, le=8192, strict=True)]
 
 
 class _Strict(BaseModel):
@@ -103,14 +106,14 @@ class Case(_Strict):
     # Engines refuse an empty prompt (vLLM-Omni's video form answers 400), so a case without one gets this.
     prompt: str = Field(DEFAULT_PROMPT, min_length=1, description="The text prompt; a fixed default when absent.")
     negative_prompt: str | None = None
-    width: int | None = Field(None, gt=0)
-    height: int | None = Field(None, gt=0)
-    num_inference_steps: int | None = Field(None, gt=0)
-    num_frames: int | None = Field(None, gt=0)
-    fps: int | None = Field(None, gt=0)
+    width: Side | None = None
+    height: Side | None = None
+    num_inference_steps: Count | None = None
+    num_frames: Count | None = None
+    fps: Count | None = None
     guidance_scale: float | None = Field(None, ge=0)
-    seed: int | None = Field(None, ge=0)
-    num_gpus: int = Field(1, ge=1, description="GPUs each framework gets unless it overrides it.")
+    seed: int | None = Field(None, ge=0, strict=True)
+    num_gpus: int = Field(1, ge=1, strict=True, description="GPUs each framework gets unless it overrides it.")
     reference_image: bool = Field(False, description="The request carries the shared input image.")
     warmup_requests: int | None = Field(None, ge=0, description="Unmeasured requests first; default from the matrix.")
     measurement_repeats: int | None = Field(None, ge=1, description="Measured requests; default from the matrix.")
@@ -168,6 +171,9 @@ class Matrix(_Strict):
     benchmark_defaults: BenchmarkDefaults = BenchmarkDefaults()
     deadlines: Deadlines = Deadlines()
     baseline: str | None = Field(None, description="Framework the others are compared to.")
+    not_run: list[str] = Field(
+        default_factory=list, description="Frameworks with no adapter, kept as not run (lightx2v, comfyui always are)."
+    )
     comment: str | None = Field(None, alias="_comment")
 
 

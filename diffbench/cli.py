@@ -49,6 +49,10 @@ def _tiny_model(args: argparse.Namespace) -> int:
 
 def _run_flow(config: Path, cases: list[str] | None, frameworks: list[str] | None, label: str | None,
               database_url: str | None) -> int:
+    from diffbench.storage.store import public_url  # noqa: PLC0415
+
+    if database_url is not None:
+        public_url(database_url)  # refused before a flow run, whose parameters anyone can read, exists
     # Prefect is imported only here: the rest of the CLI works without its start-up cost.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")

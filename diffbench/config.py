@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import shlex
@@ -17,6 +18,8 @@ from diffbench.engines import ENGINES
 from diffbench.errors import ConfigError
 
 LOCAL_PREFIXES = ("/", "./", "../", "~")
+# Frameworks of sglang's comparison that have no adapter here yet: their cases load, reported as not run.
+WITHOUT_ADAPTER = frozenset({"lightx2v", "comfyui"})
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ def _describe(error: dict[str, Any]) -> str:
         "missing": lambda: "required",
         "too_short": lambda: "must not be empty",
         "value_error": lambda: error["msg"].removeprefix("Value error, "),
+        "multiple_of": lambda: f"must be a multiple of {ctx.get('multiple_of')} (got {value!r})",
+        "less_than_equal": lambda: f"must be <= {ctx.get('le')} (got {value!r})",
+        "int_type": lambda: f"must be a whole number (got {value!r})",
     }.get(kind)
     return described() if described else f"{error['msg']} (got {value!r})"
 
@@ -132,6 +138,12 @@ def load_matrix(path: Path | str) -> CaseMatrix:
                 have = ", ".join(sorted(ENGINES))
                 problems.append(_problem(path.name, raw_cases, (*loc, "engine"),
                                          f"no engine {raw_options['engine']!r}; have: {have}"))
+                continue
+            if engine is None and framework not in WITHOUT_ADAPTER | set(matrix.not_run):
+                near = difflib.get_close_matches(framework, [*ENGINES, *WITHOUT_ADAPTER], n=1)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                problems.append(_problem(path.name, raw_cases, loc, f"no adapter for {framework!r}; {hint}have: "
+                                         f"{', '.join(sorted(ENGINES))} (list it under not_run to keep it unrun)"))
                 continue
             if engine is None:
                 unsupported.append((case.id, framework))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ def download_model(model: str, revision: str | None, cache_dir: Path | None, tok
         path = Path(model).expanduser()
         if not path.is_dir():
             raise DownloadError(f"model {model}: no such directory")
+        check_pipeline(path, model)
         return Download(str(path), LOCAL_REVISION, time.monotonic() - started)
     try:
         folder = snapshot_download(repo_id=model, revision=revision, cache_dir=cache_dir, token=token)
@@ -48,5 +50,22 @@ def download_model(model: str, revision: str | None, cache_dir: Path | None, tok
         raise DownloadError(f"model {model}@{revision or 'main'}: {type(exc).__name__}: {exc}") from exc
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
         raise DownloadError(f"model {model}@{revision or 'main'}: {type(exc).__name__}: {exc}", retryable=True) from exc
+    check_pipeline(Path(folder), model)
     # A snapshot folder is named after the commit it holds.
     return Download(folder, Path(folder).name, time.monotonic() - started)
+
+
+def check_pipeline(path: Path, model: str) -> None:
+    """Refuse a folder no engine can load: no `model_index.json`, or one that names no pipeline class.
+
+    Caught here, it fails the case once; found by the server, it would cost a launch per retry.
+    """
+    index = path / "model_index.json"
+    try:
+        document = json.loads(index.read_text())
+    except FileNotFoundError:
+        raise DownloadError(f"model {model}: not a diffusers pipeline folder (no model_index.json)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DownloadError(f"model {model}: model_index.json does not read as JSON: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("_class_name"), str):
+        raise DownloadError(f"model {model}: model_index.json names no pipeline (_class_name)")

@@ -4,6 +4,7 @@
     ├── ConfigError (also ValueError)     "config"
     ├── ServerError
     │   ├── ServerExited                  "server_exit"
+    │   │   └── ServerArgsRejected        "bad_serve_args"
     │   ├── OutOfMemory                   "oom"
     │   ├── NotReady                      "timeout"
     │   ├── ImageMissing                  "image_missing"
@@ -58,6 +59,13 @@ class ServerExited(ServerError):
     retryable = True
 
 
+class ServerArgsRejected(ServerExited):
+    """The server's own CLI parser refused its arguments; the same arguments fail again."""
+
+    error_class = "bad_serve_args"
+    retryable = False
+
+
 class OutOfMemory(ServerError):
     """The server reported running out of accelerator memory; retrying cannot help."""
 
@@ -85,13 +93,17 @@ class DockerUnavailable(ServerError):
 
 
 class RequestFailed(DiffbenchError):
-    """A request got no usable HTTP answer: connection error or an error status."""
+    """A request got no usable HTTP answer: connection error or an error status.
+
+    A 4xx other than 408 and 429 is the server refusing this very request: sending it again
+    gets the same answer, so it is not retried.
+    """
 
     error_class = "http_error"
-    retryable = True
 
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         self.status_code = status_code
+        self.retryable = status_code is None or status_code >= 500 or status_code in (408, 429)
         super().__init__(message)
 
 

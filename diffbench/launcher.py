@@ -8,6 +8,7 @@ accident, so diffbench stops it itself. Deadlines are enforced here, not by Pref
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import threading
@@ -26,10 +27,13 @@ from diffbench.client import Sample
 from diffbench.containers import ContainerHandle, container_kwargs, model_mount, reap_containers
 from diffbench.engines import Engine, ServerSpec
 from diffbench.engines.environments import EngineEnvironment
-from diffbench.errors import Cancelled, NotReady, OutOfMemory, RequestFailed, ServerExited
+from diffbench.errors import Cancelled, NotReady, OutOfMemory, RequestFailed, ServerArgsRejected, ServerExited
 from diffbench.processes import STOP_GRACE_S, ProcessHandle, reap_processes
 
 OOM_PATTERNS = ("CUDA out of memory", "torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError")
+# argparse exits 2 after printing its usage line: the engine's CLI refused what we passed.
+ARGPARSE_EXIT = 2
+USAGE = re.compile(r"^usage: ", re.MULTILINE)
 READY_POLL_S = 0.05
 WATCH_POLL_S = 0.1
 # A killed server's sockets close a moment before its exit is reported (sooner still for a
@@ -144,7 +148,10 @@ class Server:
         if (line := self._oom_line()) is not None:
             raise OutOfMemory(f"{self._who()} ran out of memory: {line}", log_tail=self.log_tail())
         if (code := self.handle.exit_code()) is not None:
-            raise ServerExited(f"{self._who()} exited with code {code}", log_tail=self.log_tail())
+            tail = self.log_tail()
+            if code == ARGPARSE_EXIT and USAGE.search(tail):
+                raise ServerArgsRejected(f"{self._who()} refused its arguments (exit {code})", log_tail=tail)
+            raise ServerExited(f"{self._who()} exited with code {code}", log_tail=tail)
 
     def _who(self) -> str:
         return f"{self.spec.pair.framework} server for case {self.spec.pair.case.id!r} ({self.handle.description})"

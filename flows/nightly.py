@@ -88,6 +88,9 @@ def diffusion_comparison(
     settings = Settings(**({"database_url": public_url(database_url)} if database_url else {}))
     matrix = load_matrix(config)
     pairs = matrix.select(cases or None, frameworks or None)
+    for case_id, framework in matrix.unsupported:
+        if (not cases or case_id in cases) and (not frameworks or framework in frameworks):
+            get_run_logger().warning("%s/%s: not run, diffbench has no adapter for %s", case_id, framework, framework)
     hardware = detect(settings.gpus)
     with Recorder(settings.database_url.get_secret_value(), settings.spool_dir) as recorder:
         run = start_run(recorder, matrix, trigger, label, hardware, settings.state_dir)

@@ -19,9 +19,12 @@ def _error(state: State) -> BaseException | None:
 
 
 def is_retryable(_task: Any, _task_run: Any, state: State) -> bool:
-    """Retry what may pass (a crash at start, a lost connection), not what cannot (OOM, bad config)."""
+    """Retry what may pass (a crash at start, a lost connection), not what cannot (OOM, bad config, a 4xx).
+
+    An exception diffbench did not raise on purpose is a bug: it fails once, with its traceback.
+    """
     error = _error(state)
-    return error.retryable if isinstance(error, DiffbenchError) else True
+    return isinstance(error, DiffbenchError) and error.retryable
 
 
 def is_retryable_request(task: Any, task_run: Any, state: State) -> bool:

@@ -134,7 +134,7 @@ def test_unknown_task_lists_the_known_ones(write_config) -> None:
 def test_every_problem_is_reported_at_once(write_config) -> None:
     problems = problems_of(write_config("""
         cases:
-          - {id: a, model: m, task: text-to-image, width: -1, height: 0, frameworks: {sglang: {}}}
+          - {id: a, model: m, task: text-to-image, width: -16, height: 0, frameworks: {sglang: {}}}
           - {id: a, model: m, task: text-to-image, frameworks: {sglang: {}}}
           - {model: m, task: text-to-image, frameworks: {sglang: {}}}
         """))
@@ -143,6 +143,39 @@ def test_every_problem_is_reported_at_once(write_config) -> None:
     assert any(p.startswith("nightly.yaml: case 'a': height: must be > 0") for p in problems)
     assert "nightly.yaml: case #3: id: required" in problems
     assert len(problems) == 4
+
+
+def test_a_framework_without_adapter_is_refused_unless_kept_as_not_run(write_config) -> None:
+    """A typo was silently dropped by `run` (issue: runs that end cleanly)."""
+    typo = write_config("""
+        cases:
+          - {id: c, model: m, task: text-to-image, frameworks: {vllm_omni: {}, lightx2v: {}, sglang: {}}}
+        """)
+    assert problems_of(typo) == [
+        "nightly.yaml: case 'c': frameworks.vllm_omni: no adapter for 'vllm_omni'; did you mean 'vllm-omni'? have: "
+        "diffusers, sglang, vllm-omni (list it under not_run to keep it unrun)"]
+    kept = write_config("""
+        not_run: [tensorrt-diffusion]
+        cases:
+          - {id: c, model: m, task: text-to-image, frameworks: {tensorrt-diffusion: {}, lightx2v: {}, sglang: {}}}
+        """)
+    assert load_matrix(kept).unsupported == (("c", "tensorrt-diffusion"), ("c", "lightx2v"))
+
+
+def test_shapes_are_whole_multiples_of_16_within_bounds(write_config) -> None:
+    """Sizes the engines cannot take fail in plan, not as a retried HTTP 400 (issue: runs that end cleanly)."""
+    problems = problems_of(write_config("""
+        cases:
+          - {id: b, model: m, task: text-to-video, width: 65, height: true, num_frames: 9.5, frameworks: {sglang: {}}}
+          - {id: c, model: m, task: text-to-image, width: 100000, height: 64, seed: true, frameworks: {sglang: {}}}
+        """))
+    assert problems == [
+        "nightly.yaml: case 'b': width: must be a multiple of 16 (got 65)",
+        "nightly.yaml: case 'b': height: must be a whole number (got True)",
+        "nightly.yaml: case 'b': num_frames: must be a whole number (got 9.5)",
+        "nightly.yaml: case 'c': width: must be <= 8192 (got 100000)",
+        "nightly.yaml: case 'c': seed: must be a whole number (got True)",
+    ]
 
 
 def test_baseline_must_be_a_framework_in_use(write_config) -> None:

@@ -70,14 +70,15 @@ def test_reference_engine_serves_from_its_container(docker_engine, reference_ima
     assert not ours(docker_engine)
 
 
-def test_engine_dying_at_start_is_server_exit_and_removed(docker_engine, reference_image, tiny_models,
+def test_engine_refusing_its_arguments_is_reported_and_removed(docker_engine, reference_image, tiny_models,
                                                           tmp_path: Path) -> None:
     pair = docker_pair(tiny_models["flux"], reference_image, serve_args="--device cpu --no-such-flag")
     started = time.monotonic()
     with start(pair, tmp_path) as server, pytest.raises(ServerExited) as caught:
         server.wait_ready(120)
     assert time.monotonic() - started < 60
-    assert "exited with code 2" in str(caught.value) and "unrecognized arguments" in caught.value.log_tail
+    assert caught.value.error_class == "bad_serve_args" and not caught.value.retryable
+    assert "refused its arguments (exit 2)" in str(caught.value) and "unrecognized arguments" in caught.value.log_tail
     assert not ours(docker_engine)
 
 

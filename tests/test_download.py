@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -12,8 +13,22 @@ from diffbench.errors import DownloadError
 
 
 def test_local_path_is_used_as_is(tmp_path: Path) -> None:
+    (tmp_path / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
     result = download_model(str(tmp_path), None, None, None)
     assert (result.path, result.revision) == (str(tmp_path), LOCAL_REVISION)
+
+
+@pytest.mark.parametrize(("index", "problem"), [
+    (None, "not a diffusers pipeline folder (no model_index.json)"),
+    ('{"_class_name": ', "model_index.json does not read as JSON"),
+    ('{"transformer": ["diffusers", "X"]}', "model_index.json names no pipeline (_class_name)"),
+])
+def test_a_folder_that_is_no_pipeline_fails_once(tmp_path: Path, index: str | None, problem: str) -> None:
+    if index is not None:
+        (tmp_path / "model_index.json").write_text(index)
+    with pytest.raises(DownloadError, match=re.escape(problem)) as caught:
+        download_model(str(tmp_path), None, None, None)
+    assert not caught.value.retryable
 
 
 def test_missing_local_model_fails_at_once(tmp_path: Path) -> None:

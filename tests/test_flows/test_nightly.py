@@ -146,24 +146,36 @@ def test_failures_are_classified_isolated_and_cleaned_up(prefect_api, tiny_model
         rows = {r[0]: r[1:] for r in connection.execute(text(
             "SELECT case_id, status, error_class, error_message, log_tail, n FROM results"))}
     assert rows["flux_t2i"][:2] == ("ok", None) and rows["flux_t2i"][4] == 2
-    assert rows["bad_flag"][:2] == ("failed", "server_exit")
+    # The engine's own parser refused the flag: not retried, so one launch and one usage line in its log.
+    assert rows["bad_flag"][:2] == ("failed", "bad_serve_args")
     assert "unrecognized arguments: --no-such-flag" in rows["bad_flag"][3]
+    assert rows["bad_flag"][3].count("usage: ") == 1
     assert rows["slow_start"][:2] == ("failed", "timeout") and "not ready after 0.5 s" in rows["slow_start"][2]
     assert rows["pipeline_error"][:2] == ("failed", "http_error") and "HTTP 500" in rows["pipeline_error"][2]
     assert rows["missing_model"][:2] == ("failed", "download")
     index = (isolated / "dashboard" / "index.md").read_text()
-    for error_class in ("server_exit", "timeout", "http_error", "download"):
+    for error_class in ("bad_serve_args", "timeout", "http_error", "download"):
         assert f"**{error_class}**" in index
     assert not list((isolated / "state").rglob("server.pid")) and not our_servers(isolated)
     engine.dispose()
 
 
-def test_a_password_in_the_parameter_is_refused(prefect_api, isolated: Path, tiny_models) -> None:
+def test_a_password_in_the_parameter_is_refused(prefect_api, isolated: Path, tiny_models,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from diffbench.cli import main
     from diffbench.errors import ConfigError
 
     config = write_matrix(isolated / "nightly.yaml", tiny_models, GOOD_CASES)
     with pytest.raises(ConfigError, match="carries a password"):
         diffusion_comparison(config=str(config), database_url="postgresql+psycopg://u:pw@db/results")
+    # From the CLI it is refused before a flow run exists: its parameters would show the password.
+    with get_client(sync_client=True) as client:
+        before = len(client.read_flow_runs())
+    assert main(["run", "--config", str(config), "--database-url", "postgresql+psycopg://u:s3cret@db/r"]) == 2
+    assert "carries a password" in capsys.readouterr().err
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs()
+    assert len(runs) == before and not [run for run in runs if "s3cret" in str(run.parameters)]
 
 
 def test_cli_run_exits_non_zero_when_a_case_fails(tiny_models, isolated: Path) -> None:
@@ -207,7 +219,7 @@ def test_docker_and_process_launchers_in_one_run(prefect_api, tiny_models, isola
     url = f"sqlite:///{isolated / 'results.db'}"
     monkeypatch.setenv("DIFFBENCH_DATABASE_URL", url)
     config = docker_matrix(isolated / "mixed.yaml", tiny_models, reference_image)
-    with pytest.raises(CasesFailed, match="1 case\\(s\\) failed: wan_broken_image/diffusers-docker: server_exit"):
+    with pytest.raises(CasesFailed, match="1 case\\(s\\) failed: wan_broken_image/diffusers-docker: bad_serve_args"):
         diffusion_comparison(config=str(config))
     engine = store.open_database(url)
     with engine.connect() as connection:
