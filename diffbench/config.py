@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from diffbench.cases import Matrix, Pair, resolve
 from diffbench.engines import ENGINES
+from diffbench.engines.environments import FILE_OPTIONS
 from diffbench.errors import ConfigError
 
 LOCAL_PREFIXES = ("/", "./", "../", "~")
@@ -92,6 +93,21 @@ def _localised(value: Any, base: Path) -> Any:
     return value
 
 
+def _pip_paths(args: list[str], base: Path) -> list[str]:
+    """pip arguments with their files (`-r`/`-c` values, local wheels) made absolute against the config's folder."""
+    absolute = [os.path.abspath(base / Path(a).expanduser()) for a in args]
+    resolved = []
+    for index, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if eq and name in FILE_OPTIONS:
+            resolved += [name, os.path.abspath(base / Path(value).expanduser())]
+        elif (index and args[index - 1] in FILE_OPTIONS) or (arg.endswith(".whl") and "://" not in arg):
+            resolved.append(absolute[index])
+        else:
+            resolved.append(arg)
+    return resolved
+
+
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     data["test_image_url"] = _localised(data.get("test_image_url"), base)
     for case in data.get("cases") or []:
@@ -105,8 +121,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
                         options[key] = _localised(options[key], base)
                 if isinstance(options.get("pip"), str):
                     options["pip"] = shlex.split(options["pip"])
-                if isinstance(options.get("pip"), list):
-                    options["pip"] = [_localised(arg, base) for arg in options["pip"]]
+                if isinstance(options.get("pip"), list) and all(isinstance(a, str) for a in options["pip"]):
+                    options["pip"] = _pip_paths(options["pip"], base)
 
 
 def load_matrix(path: Path | str) -> CaseMatrix:

@@ -31,9 +31,11 @@ from diffbench.errors import Cancelled, NotReady, OutOfMemory, RequestFailed, Se
 from diffbench.processes import STOP_GRACE_S, ProcessHandle, reap_processes
 
 OOM_PATTERNS = ("CUDA out of memory", "torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError")
-# argparse exits 2 after printing its usage line: the engine's CLI refused what we passed.
-ARGPARSE_EXIT = 2
-USAGE = re.compile(r"^usage: ", re.MULTILINE)
+# An argparse refusal, whatever the exit code (sglang's diffusion CLI exits 1, vllm's 2): the
+# engine's CLI refused what we passed, and the same argv fails again.
+ARGS_REFUSED = re.compile(
+    r"(^|: )error: (unrecognized arguments|ambiguous option|argument -|the following arguments are required)",
+    re.MULTILINE)
 READY_POLL_S = 0.05
 WATCH_POLL_S = 0.1
 # A killed server's sockets close a moment before its exit is reported (sooner still for a
@@ -73,14 +75,15 @@ class Server:
     """
 
     def __init__(self, engine: Engine, spec: ServerSpec, handle: ProcessHandle | ContainerHandle,
-                 workdir: Path, argv: list[str]) -> None:
+                 workdir: Path, argv: list[str], log_offset: int = 0) -> None:
         self.engine, self.spec, self.handle, self.workdir, self.argv = engine, spec, handle, workdir, argv
         self.log_path = workdir / "server.log"
         # The engine build this server runs; a container's is its image digest instead.
         self.engine_version: str | None = None
         self.http = httpx.Client(base_url=spec.base_url, timeout=spec.pair.deadlines.request_s)
         self.ready_s: float | None = None
-        self._log_offset = 0
+        # Where this launch's output starts: a relaunch appends to the same log.
+        self._launch_offset = self._log_offset = log_offset
         _live.add(self)
 
     @classmethod
@@ -98,6 +101,7 @@ class Server:
         workdir.mkdir(parents=True, exist_ok=True)
         labels = {"diffbench.case": spec.pair.case.id, "diffbench.framework": spec.pair.framework} | (labels or {})
         argv, log_path = environment.argv(engine.command(spec)), workdir / "server.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
         launcher = spec.pair.options.launcher
         # Python servers buffer their output otherwise, and the log tail comes too late.
         env = {"PYTHONUNBUFFERED": "1"} | environment.variables() | engine.environment(spec)
@@ -105,8 +109,8 @@ class Server:
             env.pop("CUDA_VISIBLE_DEVICES", None)  # the container is given exactly its GPUs
             mounts = [f"{model_mount(spec.model_path)}:{model_mount(spec.model_path)}:ro", f"{workdir}:{workdir}"]
             kwargs = container_kwargs(launcher, argv, env, labels, spec.gpus, mounts, spec.port, workdir)
-            return cls(engine, spec, ContainerHandle.start(launcher, kwargs, log_path), workdir, argv)
-        server = cls(engine, spec, ProcessHandle.start(argv, env, log_path, labels), workdir, argv)
+            return cls(engine, spec, ContainerHandle.start(launcher, kwargs, log_path), workdir, argv, offset)
+        server = cls(engine, spec, ProcessHandle.start(argv, env, log_path, labels), workdir, argv, offset)
         server.engine_version = environment.version(engine.package, argv[0])
         return server
 
@@ -149,9 +153,19 @@ class Server:
             raise OutOfMemory(f"{self._who()} ran out of memory: {line}", log_tail=self.log_tail())
         if (code := self.handle.exit_code()) is not None:
             tail = self.log_tail()
-            if code == ARGPARSE_EXIT and USAGE.search(tail):
-                raise ServerArgsRejected(f"{self._who()} refused its arguments (exit {code})", log_tail=tail)
+            if refusal := ARGS_REFUSED.search(self._launch_output()):
+                line = refusal.string[refusal.start():].splitlines()[0].lstrip(": ")
+                raise ServerArgsRejected(f"{self._who()} refused its arguments (exit {code}): {line}", log_tail=tail)
             raise ServerExited(f"{self._who()} exited with code {code}", log_tail=tail)
+
+    def _launch_output(self) -> str:
+        """Everything this launch has written to the log."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._launch_offset)
+                return log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def _who(self) -> str:
         return f"{self.spec.pair.framework} server for case {self.spec.pair.case.id!r} ({self.handle.description})"

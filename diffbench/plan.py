@@ -12,6 +12,7 @@ from diffbench.engines import ENGINES, ServerSpec
 from diffbench.engines.environments import existing_environment
 from diffbench.engines.parsing import parser_problems
 from diffbench.errors import EnvironmentFailed
+from diffbench.groups import server_groups
 
 PLAN_PORT = 30000
 
@@ -86,22 +87,21 @@ def _parser_notes(pairs: list[Pair], rows: list[PlanRow], envs_dir: Path) -> lis
             key = f"{pair.engine} {pair.options.python} {pair.options.pip}"
             by_environment.setdefault(key, []).append((pair, row))
     for members in by_environment.values():
-        pair = members[0][0]
+        pair, first_row = members[0]
         engine = ENGINES[pair.engine]()
         try:
             environment = existing_environment(pair.options, envs_dir)
+            if environment is None:
+                raise EnvironmentFailed("its pip: environment is not built yet (the first run builds it)")
+            argvs = [engine.parsed_args(row.argv) or [] for _, row in members]
+            problems = parser_problems(pair.engine, environment, first_row.argv[0], argvs)
         except EnvironmentFailed as exc:
             for _, row in members:
                 row.notes.append(f"serve args not checked: {exc}")
             continue
-        argvs = [engine.parsed_args(row.argv) or [] for _, row in members]
-        problems = None if environment is None else parser_problems(pair.engine, environment, members[0][1].argv[0],
-                                                                    argvs)
-        for index, (_, row) in enumerate(members):
-            if problems is None:
-                row.notes.append(f"serve args not checked: no {pair.engine} environment here (set python: or pip:)")
-            elif problems[index]:
-                row.notes.append(f"{pair.engine}'s own parser refuses the server arguments: {problems[index]}")
+        for (_, row), problem in zip(members, problems, strict=True):
+            if problem:
+                row.notes.append(f"{pair.engine}'s own parser refuses the server arguments: {problem}")
                 refused.add(id(row))
     return [replace(row, runnable=False) if id(row) in refused else row for row in rows]
 
@@ -117,9 +117,12 @@ def build_plan(
     gpu_notes = _gpu_notes(matrix)
     rows = []
     pairs = matrix.select(cases, frameworks)
+    # As launched: one server per group, its argv and environment covering every case it serves.
+    served_with = {id(p): group.pairs for group in server_groups(pairs) for p in group.pairs}
     for pair in pairs:
         engine = ENGINES[pair.engine]()
-        spec = ServerSpec(pair, pair.bind_host, PLAN_PORT, pair.model)
+        group = (pair, *(p for p in served_with[id(pair)] if p is not pair))
+        spec = ServerSpec(pair, pair.bind_host, PLAN_PORT, pair.model, group=group)
         case = pair.case
         request = {
             "task": case.task, "size": case.size, "num_inference_steps": case.num_inference_steps,

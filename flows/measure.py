@@ -14,6 +14,7 @@ from diffbench.cases import Pair
 from diffbench.config import CaseMatrix
 from diffbench.download import Download
 from diffbench.engines.environments import EngineEnvironment
+from diffbench.errors import RequestTimeout, ServerError
 from diffbench.gpus import GpuPool, Hardware
 from diffbench.groups import ServerGroup, server_groups
 from diffbench.launcher import Server
@@ -52,16 +53,17 @@ class SharedServer:
     def ready(self, pair: Pair, deadline: Deadline) -> tuple[Download, Server]:
         """The group's model and a live server, got for the first case that needs them."""
         if self.failure is not None:
-            raise self.failure
+            raise self.failure.with_traceback(None)  # each case's own traceback, not every earlier one
         try:
-            self.environment = self.environment or prepare_environment(pair, self.settings)
             self.download = self.download or download_model(pair, self.settings)
             if self.server is not None and not self.server.alive:
                 self.stop()  # its leader died; the rest of its process group may not have
             if self.server is None:
                 workdir = self.settings.runs_dir / self.run_id / pair.framework / pair.case.id
-                self.server = launch_server(pair, self.group.pairs, self.download, self.environment, self.gpus,
-                                            workdir, deadline, self.run_id)
+                # The case it is launched for comes first: its name is on the server's labels and errors.
+                group = (pair, *(p for p in self.group.pairs if p is not pair))
+                self.server = launch_server(pair, group, self.download, self.environment, self.gpus, workdir,
+                                            deadline, self.run_id)
         except Exception as exc:
             self.failure = exc
             raise
@@ -85,17 +87,27 @@ def measure_case(pair: Pair, shared: SharedServer, image: bytes | None, hardware
     except Exception as exc:  # noqa: BLE001 - one failing case must not stop the others
         record.error = exc
         record.download = record.download or shared.download
+        if isinstance(exc, ServerError | RequestTimeout):
+            shared.stop()  # out of memory, or still busy with an abandoned request: the next case gets a new one
     return record.result()
 
 
 @task(task_run_name="{group.label}", cache_policy=NO_CACHE)
 def measure_group(group: ServerGroup, run_id: str, recorder: Recorder, pool: GpuPool, image: bytes | None,
                   hardware: str, settings: Settings) -> list[CaseResult]:
-    """Every case of `group` on one server, each stored as it finishes; the server always stopped."""
-    refusal = pool.refusal(group.num_gpus)
+    """Every case of `group` on one server, each stored as it finishes; the server always stopped.
+
+    The engine's environment is got first, outside any case's time budget and before GPUs are taken:
+    building a venv can take minutes.
+    """
+    environment, refusal = None, pool.refusal(group.num_gpus)
+    try:
+        environment = prepare_environment(group.first, settings)
+    except Exception as exc:  # noqa: BLE001 - stored with every case of the group
+        refusal = exc
     results = []
     with pool.take(0 if refusal else group.num_gpus) as gpus:
-        shared = SharedServer(group, run_id, settings, gpus, failure=refusal)
+        shared = SharedServer(group, run_id, settings, gpus, failure=refusal, environment=environment)
         try:
             for pair in group.pairs:
                 result = measure_case(pair, shared, image, hardware)

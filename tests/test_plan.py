@@ -120,6 +120,17 @@ def test_a_case_without_a_shape_is_flagged_when_engines_would_differ(write_confi
     assert notes[("sized", "sglang")] == [] and notes[("alone", "sglang")] == []
 
 
+def test_the_plan_shows_the_argv_of_the_server_a_case_shares(write_config) -> None:
+    path = write_config("""
+        cases:
+          - {id: a, model: org/m, task: text-to-image, width: 64, height: 64, frameworks: {sglang: {}}}
+          - {id: b, model: org/m, task: text-to-image, width: 96, height: 64, frameworks: {sglang: {}}}
+    """)
+    rows = build_plan(load_matrix(path))
+    assert [row.argv[-3:] for row in rows] == [["--warmup-resolutions", "64x64", "96x64"],
+                                               ["--warmup-resolutions", "96x64", "64x64"]]
+
+
 def test_without_an_engine_environment_the_argv_is_not_checked(write_config, tmp_path: Path) -> None:
     path = write_config("""
         cases:
@@ -128,5 +139,5 @@ def test_without_an_engine_environment_the_argv_is_not_checked(write_config, tmp
     """)
     rows = {row.framework: row for row in build_plan(load_matrix(path), check_with=tmp_path / "envs")}
     assert rows["sglang"].runnable and rows["sglang"].notes == [
-        "serve args not checked: no sglang environment here (set python: or pip:)"]
+        "serve args not checked: its pip: environment is not built yet (the first run builds it)"]
     assert rows["diffusers"].notes == []  # our own server: no foreign parser to ask

@@ -81,19 +81,6 @@ def flag_value(args: list[str], *names: str) -> str | None:
     return value
 
 
-def flag_values(args: list[str], name: str) -> list[str]:
-    """Every value after the last `name` up to the next flag (argparse's `nargs='+'`)."""
-    values: list[str] = []
-    for i, arg in enumerate(args):
-        if arg == name:
-            values = []
-            for value in args[i + 1:]:
-                if value.startswith("-"):
-                    break
-                values.append(value)
-    return values
-
-
 def parallel_degree(args: list[str], flags: dict[str, tuple[str, ...]]) -> tuple[int, list[str]]:
     """Product of the integer parallel sizes in `args`, and the factors that made it."""
     degree, factors = 1, []

@@ -98,18 +98,27 @@ def interpreter_of(program: str) -> Path | None:
 def environment_key(pip: list[str]) -> str:
     """Names a venv by what goes into it: the specs, how, and our Python's version.
 
-    A `-r`/`-c` file counts by its content, not its path, so the same lock in another clone or
-    folder finds the same venv, and an edited lock gets a new one.
+    A `-r`/`-c` file or a local wheel counts by its content, not its path, so the same lock in
+    another clone finds the same venv, and an edited lock or a rebuilt wheel gets a new one.
     """
-    named = list(pip)
-    for index, (option, value) in enumerate(zip(pip, pip[1:], strict=False)):
-        if option in FILE_OPTIONS:
-            try:
-                content = Path(value).expanduser().read_bytes()
-            except OSError as exc:
-                raise EnvironmentFailed(f"pip: cannot read {value}: {exc.strerror}") from exc
-            named[index + 1] = f"sha256:{hashlib.sha256(content).hexdigest()}"
+    named = []
+    for index, arg in enumerate(pip):
+        option, eq, value = arg.partition("=")
+        if eq and option in FILE_OPTIONS:
+            named += [option, _content_hash(value)]
+        elif (index and pip[index - 1] in FILE_OPTIONS) or (arg.endswith(".whl") and "://" not in arg):
+            named.append(_content_hash(arg))
+        else:
+            named.append(arg)
     return hashlib.sha256(json.dumps([named, INSTALL_FLAGS, sys.version_info[:2]]).encode()).hexdigest()[:16]
+
+
+def _content_hash(path: str) -> str:
+    try:
+        content = Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise EnvironmentFailed(f"pip: cannot read {path}: {exc.strerror}") from exc
+    return f"sha256:{hashlib.sha256(content).hexdigest()}"
 
 
 def uv_binary() -> str:

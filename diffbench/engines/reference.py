@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import sys
 
-from diffbench.cases import Pair
+from pydantic import model_validator
+
+from diffbench.cases import FrameworkOptions, Pair
 from diffbench.engines.base import ServerSpec
 from diffbench.engines.sglang import SGLangEngine
+
+
+class ReferenceOptions(FrameworkOptions):
+    """The reference engine is diffbench itself: it runs with diffbench's own Python."""
+
+    @model_validator(mode="after")
+    def _runs_with_diffbench(self) -> ReferenceOptions:
+        if self.python is not None or self.pip is not None:
+            raise ValueError("the diffusers reference engine runs with diffbench's own Python: no python: or pip:")
+        return self
 
 
 class ReferenceEngine(SGLangEngine):
@@ -14,6 +26,7 @@ class ReferenceEngine(SGLangEngine):
 
     name = "diffusers"
     package = "diffusers"
+    options = ReferenceOptions
 
     def command(self, spec: ServerSpec) -> list[str]:
         return [sys.executable, "-m", "diffbench", "serve", "--model", spec.model_path,

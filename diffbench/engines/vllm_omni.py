@@ -59,7 +59,7 @@ class VllmOmniEngine(Engine):
     def gpu_problem(self, pair: Pair) -> str | None:
         if problem := super().gpu_problem(pair):
             return problem
-        if "--data-parallel-size" in pair.options.serve_args:
+        if flag_value(pair.options.serve_args, "--data-parallel-size", "-dp") is not None:
             return "vllm serve --omni refuses --data-parallel-size; --num-gpus sets the data-parallel degree"
         args = pair.options.serve_args
         flags = PARALLEL_FLAGS

@@ -58,6 +58,8 @@ def test_the_key_follows_the_specs_and_the_files_they_name(tmp_path: Path) -> No
     copy.parent.mkdir()
     copy.write_text(lock.read_text())
     assert environment_key(["--no-deps", "-r", str(copy)]) == first  # the same lock in another clone
+    assert environment_key(["--no-deps", f"--requirement={copy}"]) == environment_key(
+        ["--no-deps", "--requirement", str(lock)])
     lock.write_text("six==1.17.0\n")
     assert environment_key(["--no-deps", "-r", str(lock)]) != first
     assert environment_key(["six==1.16.0"]) != environment_key(["six==1.17.0"])
@@ -100,7 +102,7 @@ def test_config_takes_one_environment_per_engine(write_config) -> None:
         load_matrix(both)
     relative = write_config("""
         cases:
-          - {id: a, model: /m, task: text-to-image, frameworks: {sglang: {pip: "--no-deps -r ./sglang.lock"}}}
+          - {id: a, model: /m, task: text-to-image, frameworks: {sglang: {pip: "--no-deps -r sglang.lock"}}}
           - {id: b, model: /m, task: text-to-image, frameworks: {sglang: {pip: "sglang==0.5.23"}}}
           - {id: c, model: /m, task: text-to-image, frameworks: {sglang: {pip: "sglang==0.5.23"}}}
     """)

@@ -41,3 +41,8 @@ def test_requests_are_sglangs(task: str) -> None:
 def test_engines_are_listed_by_framework() -> None:
     assert {name: type(engine()).__name__ for name, engine in ENGINES.items()} == {
         "sglang": "SGLangEngine", "vllm-omni": "VllmOmniEngine", "diffusers": "ReferenceEngine"}
+
+
+def test_it_runs_with_diffbenchs_own_python() -> None:
+    with pytest.raises(ValueError, match="runs with diffbench's own Python"):
+        make_pair("diffusers", frameworks={"diffusers": {"pip": "diffusers==0.37.0"}})

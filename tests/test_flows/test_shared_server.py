@@ -69,3 +69,43 @@ def test_each_case_on_a_shared_server_gets_its_own_request(prefect_api, tiny_mod
     assert "size" not in requests["default"] and requests["default"]["seed"] == 3
     dumps = {case: request["json"]["perf_dump_path"] for case, (_, request, _) in results.items()}
     assert all(f"/cases/{case}/" in path for case, path in dumps.items())
+
+
+AFTER_A_TIMEOUT = """
+measurement_repeats: 1
+warmup_requests: 0
+deadlines: {{ready_s: 120, request_s: 60, case_minutes: 10}}
+cases:
+  - {{id: hurried, model: {flux}, task: text-to-image, width: 64, height: 64, num_inference_steps: 4,
+      deadlines: {{request_s: 0.01}}, frameworks: {{diffusers: {{serve_args: --device cpu}}}}}}
+  - {{id: after, model: {flux}, task: text-to-image, width: 32, height: 32, num_inference_steps: 1,
+      frameworks: {{diffusers: {{serve_args: --device cpu}}}}}}
+  - {{id: no_env_a, model: {flux}, task: text-to-image,
+      frameworks: {{sglang: {{pip: no-such-package-diffbench==1.0}}}}}}
+  - {{id: no_env_b, model: {flux}, task: text-to-image,
+      frameworks: {{sglang: {{pip: no-such-package-diffbench==1.0}}}}}}
+"""
+
+
+def test_a_server_left_busy_is_replaced_and_a_missing_environment_fails_its_group(
+        prefect_api, tiny_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIFFBENCH_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("DIFFBENCH_DASHBOARD_DIR", str(tmp_path / "dashboard"))
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    config = tmp_path / "mixed.yaml"
+    config.write_text(textwrap.dedent(AFTER_A_TIMEOUT).format(flux=tiny_models["flux"]))
+
+    assert main(["run", "--config", str(config), "--database-url", url]) == 1
+
+    engine = store.open_database(url)
+    with engine.connect() as connection:
+        rows = {r[0]: r[1:] for r in connection.execute(text(
+            "SELECT case_id, status, error_class, error_message, n FROM results"))}
+    engine.dispose()
+    assert rows["hurried"][:2] == ("failed", "request_timeout")
+    # The server may still be busy with the abandoned request: the next case got a new one.
+    assert rows["after"][0] == "ok" and rows["after"][3] == 1
+    assert len(list((tmp_path / "state" / "runs").rglob("server.log"))) == 2
+    # The environment is got once per group, before any case's clock starts; every case keeps its error.
+    for case in ("no_env_a", "no_env_b"):
+        assert rows[case][:2] == ("failed", "environment") and "no-such-package-diffbench" in rows[case][2]

@@ -21,7 +21,7 @@ from diffbench.config import load_matrix
 from diffbench.download import Download
 from diffbench.engines import ENGINES
 from diffbench.engines.environments import EngineEnvironment
-from diffbench.errors import ConfigError, RequestFailed
+from diffbench.errors import ConfigError, RequestFailed, ServerArgsRejected
 from diffbench.launcher import Server
 from diffbench.measure import Deadline, launch
 
@@ -107,6 +107,14 @@ def test_sglang_server_side_effects(sglang_env, real_models, tmp_path: Path, mon
         path.write_text("cases: [{id: c, model: /m, task: text-to-image, reference_image: true, "
                         "frameworks: {sglang: {}}}]")
         load_matrix(path)
+
+
+def test_sglang_refusing_a_flag_fails_the_launch_once(sglang_env, real_models, tmp_path: Path) -> None:
+    """sglang's diffusion CLI exits 1 on an unknown flag, without a usage line: still a refusal, not retried."""
+    pair = real_pair("sglang", real_models["flux"], "bad", serve_args=["--no-such-flag"], width=64, height=64)
+    with pytest.raises(ServerArgsRejected, match="unrecognized arguments: --no-such-flag") as caught:
+        launch((pair,), Download(pair.model, "local", 0.0), sglang_env, (), tmp_path, Deadline.for_case(pair), "t")
+    assert not caught.value.retryable
 
 
 def test_vllm_omni_sync_video_timeout_is_ours(vllm_omni_env, real_models, tmp_path: Path) -> None:
