@@ -25,22 +25,24 @@ cases:
 """
 
 
-def test_each_case_on_a_shared_server_gets_its_own_request(prefect_api, tiny_models, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def run(matrix: str, tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """`diffbench run` on `matrix` (tiny FLUX as {flux}) with its own state; its exit code and database URL."""
     monkeypatch.setenv("DIFFBENCH_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("DIFFBENCH_DASHBOARD_DIR", str(tmp_path / "dashboard"))
     url = f"sqlite:///{tmp_path / 'results.db'}"
-    config = tmp_path / "shared.yaml"
-    config.write_text(textwrap.dedent(SHARED).format(flux=tiny_models["flux"]))
+    config = tmp_path / "matrix.yaml"
+    config.write_text(textwrap.dedent(matrix).format(flux=tiny_models["flux"]))
+    return main(["run", "--config", str(config), "--database-url", url]), url
 
-    assert main(["run", "--config", str(config), "--database-url", url]) == 0
+
+def test_each_case_on_a_shared_server_gets_its_own_request(prefect_api, tiny_models, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    code, url = run(SHARED, tiny_models, tmp_path, monkeypatch)
+    assert code == 0
 
     engine = store.open_database(url)
     with engine.connect() as connection:
         samples = connection.execute(text(
-            "SELECT r.case_id, s.width, s.height, s.output_sha256, s.client_latency_s, "
-            "jsonb_array_length(s.denoise_step_ms) FROM samples s JOIN results r ON r.id = s.result_id"
-            if engine.dialect.name == "postgresql" else
             "SELECT r.case_id, s.width, s.height, s.output_sha256, s.client_latency_s, "
             "json_array_length(s.denoise_step_ms) FROM samples s JOIN results r ON r.id = s.result_id")).all()
         results = {case: (argv, json.loads(request), median) for case, argv, request, median in connection.execute(
@@ -89,13 +91,8 @@ cases:
 
 def test_a_server_left_busy_is_replaced_and_a_missing_environment_fails_its_group(
         prefect_api, tiny_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DIFFBENCH_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("DIFFBENCH_DASHBOARD_DIR", str(tmp_path / "dashboard"))
-    url = f"sqlite:///{tmp_path / 'results.db'}"
-    config = tmp_path / "mixed.yaml"
-    config.write_text(textwrap.dedent(AFTER_A_TIMEOUT).format(flux=tiny_models["flux"]))
-
-    assert main(["run", "--config", str(config), "--database-url", url]) == 1
+    code, url = run(AFTER_A_TIMEOUT, tiny_models, tmp_path, monkeypatch)
+    assert code == 1
 
     engine = store.open_database(url)
     with engine.connect() as connection:
