@@ -104,8 +104,11 @@ def _import_sglang(args: argparse.Namespace) -> int:
     from diffbench.storage import store  # noqa: PLC0415
 
     engine = store.open_database(args.database_url or Settings().database_url.get_secret_value())
-    for path in args.files:
-        print(f"{path}: {'imported' if import_file(engine, path) else 'already imported, skipped'}")
+    try:
+        for path in args.files:
+            print(f"{path}: {'imported' if import_file(engine, path) else 'already imported, skipped'}")
+    finally:
+        engine.dispose()
     return 0
 
 

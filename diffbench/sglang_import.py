@@ -64,9 +64,26 @@ def _samples(row: dict[str, Any]) -> list[Sample]:
     ]
 
 
+def _checked_latencies(path: Path, row: dict[str, Any]) -> None:
+    """Every latency a number of seconds >= 0, or one line naming the file, case and field."""
+    for field in ("latency_s", "latency_samples_s", "server_latency_s", "server_latency_samples_s"):
+        value = row.get(field)
+        values = value if isinstance(value, list) else [] if value is None else [value]
+        for item in values:
+            if isinstance(item, bool) or not isinstance(item, int | float) or item < 0:
+                raise ConfigError([f"{path.name}: case {row.get('case_id')!r}: {field}: "
+                                   f"must be seconds >= 0 (got {item!r})"])
+
+
 def parse(path: Path) -> tuple[RunInfo, list[CaseResult]]:
-    """One sglang result file as a run (trigger `schedule`, their nightly) and its results."""
-    raw = path.read_bytes()
+    """One sglang result file as a run (trigger `schedule`, their nightly) and its results.
+
+    Everything is checked before anything is stored.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
     try:
         document = json.loads(raw)
         started = datetime.fromisoformat(document["timestamp"])
@@ -81,19 +98,26 @@ def parse(path: Path) -> tuple[RunInfo, list[CaseResult]]:
         label=f"sglang {str(document.get('commit_sha', ''))[:8]}", config_path=str(path), config_sha256=key,
         source=SOURCE, import_key=key,
     )
-    results = []
-    for row in rows:
-        error = row.get("error")
-        results.append(CaseResult(
-            case_id=row["case_id"], framework=row["framework"], engine=row["framework"],
-            status="failed" if error else "ok", config_hash=_config_hash(row, methodology), methodology=methodology,
-            hardware=HARDWARE, model=row.get("model", ""), num_gpus=0, task=row.get("task", ""),
-            started_at=started, finished_at=started, engine_version=document.get("commit_sha"),
-            first_request_latency_s=row.get("first_request_latency_s"),
-            samples=[] if error else _samples(row),
-            error_class=error_class_of(error) if error else None, error_message=error or None,
-        ))
+    try:
+        results = [_result(path, row, started, methodology, document) for row in rows]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError([f"{path.name}: not an sglang result file: {exc!r}"]) from exc
     return run, results
+
+
+def _result(path: Path, row: dict[str, Any], started: datetime, methodology: str,
+            document: dict[str, Any]) -> CaseResult:
+    _checked_latencies(path, row)
+    error = row.get("error")
+    return CaseResult(
+        case_id=row["case_id"], framework=row["framework"], engine=row["framework"],
+        status="failed" if error else "ok", config_hash=_config_hash(row, methodology), methodology=methodology,
+        hardware=HARDWARE, model=row.get("model", ""), num_gpus=0, task=row.get("task", ""),
+        started_at=started, finished_at=started, engine_version=document.get("commit_sha"),
+        first_request_latency_s=row.get("first_request_latency_s"),
+        samples=[] if error else _samples(row),
+        error_class=error_class_of(error) if error else None, error_message=error or None,
+    )
 
 
 def import_file(engine: Engine, path: Path) -> bool:

@@ -200,3 +200,11 @@ def test_select_names_unknown_cases_and_frameworks() -> None:
     assert caught.value.problems[0].startswith(f"{SGLANG_CONFIGS[0].name}: no case 'nope'; known: flux1_dev_t2i_1024")
     assert caught.value.problems[1].startswith(f"{SGLANG_CONFIGS[0].name}: no framework 'tensorrt'; known: sglang")
     assert [p.case.id for p in matrix.select(["wan22_t2v_a14b_720p"])] == ["wan22_t2v_a14b_720p"]
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("cases: [{id: caf\xe9}]".encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load_matrix(path)
+    assert caught.value.problems == ["latin1.yaml: not UTF-8 text (byte 16): save it as UTF-8"]

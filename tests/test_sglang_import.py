@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from diffbench import dashboard
+from diffbench.cli import main
 from diffbench.errors import ConfigError
 from diffbench.sglang_import import error_class_of, import_file, parse
 from diffbench.storage import store
@@ -67,3 +68,24 @@ def test_not_a_result_file(tmp_path: Path) -> None:
     path.write_text('{"cases": []}')
     with pytest.raises(ConfigError, match="x.json: not an sglang result file"):
         parse(path)
+
+
+@pytest.mark.parametrize(("latency", "problem"), [
+    ('"fast"', "x.json: case 'flux': latency_s: must be seconds >= 0 (got 'fast')"),
+    ("-1.5", "x.json: case 'flux': latency_s: must be seconds >= 0 (got -1.5)"),
+])
+def test_a_bad_latency_is_one_line_and_nothing_is_stored(database, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         latency: str, problem: str) -> None:
+    path = tmp_path / "x.json"
+    path.write_text('{"timestamp": "2026-04-01T00:00:00", "results": [{"case_id": "flux", "framework": "sglang", '
+                    f'"latency_s": {latency}, "error": null}}]}}')
+    url = database.url.render_as_string(hide_password=False)
+    assert main(["import-sglang", str(path), "--database-url", url]) == 2
+    assert capsys.readouterr().err == f"invalid configuration:\n  {problem}\n"
+    assert store.counts(database)["runs"] == 0
+
+
+@pytest.mark.parametrize("name", ["missing.json", "."])
+def test_a_missing_file_or_a_folder_is_one_line(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        parse(tmp_path / name)
