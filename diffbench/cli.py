@@ -9,11 +9,15 @@ import signal
 import sys
 from pathlib import Path
 
+import diffbench
 from diffbench.errors import ConfigError, DiffbenchError
 
 
 def _names(value: str) -> list[str]:
-    return [name.strip() for name in value.split(",") if name.strip()]
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one name; leave the option out for all")
+    return names
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -136,6 +140,7 @@ def _infra_up(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="diffbench", description=__doc__)
+    root.add_argument("--version", action="version", version=f"diffbench {diffbench.__version__}")
     commands = root.add_subparsers(dest="command", required=True)
 
     plan = commands.add_parser("plan", help="validate a case matrix and show what each pair would run")

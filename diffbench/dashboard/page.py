@@ -41,7 +41,8 @@ def _header(run: pd.DataFrame) -> list[str]:
     trigger = first["trigger"]
     note = "" if trigger == "schedule" else f" — a {trigger} run, not part of the nightly history"
     versions = ", ".join(f"{fw} {v}" for fw, v in sorted((first["engine_versions"] or {}).items())) or "unknown"
-    label = f" `{first['label']}`" if first["label"] else ""
+    # A run without a label reads back from the frame as NaN, which is truthy.
+    label = f" `{first['label']}`" if pd.notna(first["label"]) and first["label"] else ""
     return [
         "# Diffusion serving comparison",
         "",

@@ -77,3 +77,12 @@ def test_empty_database_and_unknown_run(database) -> None:
     night(database, 0, [make_result()])
     with pytest.raises(LookupError, match="no results for run 'nope'"):
         dashboard.build(store.results_frame(database), "nope")
+
+
+def test_a_run_without_a_label_shows_none(database) -> None:
+    labelled = night(database, 0, [make_result("flux", "sglang")], label="v0.5.23")
+    unlabelled = night(database, 1, [make_result("flux", "sglang")], label=None)
+    frame = store.results_frame(database)
+    assert "trigger **schedule** `v0.5.23`" in dashboard.build(frame, labelled).markdown
+    header = dashboard.build(frame, unlabelled).markdown.splitlines()[2]
+    assert header.endswith("trigger **schedule**") and "nan" not in header
