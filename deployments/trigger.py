@@ -3,4 +3,4 @@
 from diffbench.trigger import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(prog="trigger.py"))

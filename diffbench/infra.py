@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,14 +17,35 @@ from pathlib import Path
 
 import httpx
 import psutil
+import yaml
+
+from diffbench.errors import DiffbenchError
 
 POOL = "gpu"
 HEALTH_TIMEOUT_S = 90.0
 PROJECT = Path(__file__).resolve().parent.parent
+AUTOMATION = PROJECT / "infra" / "automations" / "crash-silent-runs.yaml"
+
+
+class InfraError(DiffbenchError):
+    """The local stack could not be brought up: a taken port, a server that exited or never got healthy."""
+
+    error_class = "infra"
 
 
 def _prefect(*args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("prefect")), *args]
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As uvicorn binds: connections left in TIME_WAIT by a stopped server do not count as taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
 
 
 @dataclass
@@ -72,6 +94,11 @@ class LocalStack:
         return process
 
     def start_server(self) -> None:
+        """Start `prefect server start` on `port` and wait until it answers; refuse a port already taken."""
+        # Checked first: a server answering on a taken port would pass for ours while ours dies.
+        if _port_taken(self.port):
+            raise InfraError(f"port {self.port} on 127.0.0.1 is already in use (another `diffbench infra up`?); "
+                             "stop that or choose another with --port")
         env = self.environment() | {
             "PREFECT_SERVER_API_PORT": str(self.port),
             # In-memory lease storage loses concurrency slots when the server restarts.
@@ -87,15 +114,15 @@ class LocalStack:
     def wait_healthy(self) -> None:
         deadline = time.monotonic() + HEALTH_TIMEOUT_S
         while time.monotonic() < deadline:
-            if self.processes["server"].poll() is not None:
-                raise RuntimeError(f"prefect server exited; see {self.home / 'server.log'}")
+            if (code := self.processes["server"].poll()) is not None:
+                raise InfraError(f"prefect server exited with code {code}; see {self.home / 'server.log'}")
             try:
                 if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"prefect server not healthy after {HEALTH_TIMEOUT_S:g} s; see {self.home / 'server.log'}")
+        raise InfraError(f"prefect server not healthy after {HEALTH_TIMEOUT_S:g} s; see {self.home / 'server.log'}")
 
     def run_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """A `prefect` command against this stack, from the project root."""
@@ -108,9 +135,17 @@ class LocalStack:
                      str(PROJECT / "infra" / "pools" / "gpu-process.json"))
 
     def create_automation(self) -> None:
-        """The automation that marks flow runs Crashed when their heartbeats stop."""
-        self.run_cli("automation", "create", "--from-file", str(PROJECT / "infra" / "automations" /
-                                                                   "crash-silent-runs.yaml"))
+        """The automation that marks flow runs Crashed when their heartbeats stop, unless it is there already."""
+        name = yaml.safe_load(AUTOMATION.read_text())["name"]
+        if name not in self.automations():
+            self.run_cli("automation", "create", "--from-file", str(AUTOMATION))
+
+    def automations(self) -> list[str]:
+        """The names of the automations on the server, one per automation."""
+        auth = tuple(self.auth.split(":", 1)) if self.auth else None
+        response = httpx.post(f"{self.api_url}/automations/filter", json={}, auth=auth, timeout=30)
+        response.raise_for_status()
+        return [automation["name"] for automation in response.json()]
 
     def deploy(self) -> None:
         """`prefect deploy --all` from the project root."""

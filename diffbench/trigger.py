@@ -153,20 +153,28 @@ def create_run(http: httpx.Client, deployment: dict[str, Any], params: dict[str,
                     "create flow run")
 
 
-def follow(http: httpx.Client, flow_run_id: str, timeout_s: float, poll_s: float) -> str:
-    """Print each state change until the run ends; return its final state type."""
+@dataclass(frozen=True)
+class Ending:
+    """How the followed run ended: its state type (or TIMEOUT) and the state's message."""
+
+    state: str
+    message: str | None = None
+
+
+def follow(http: httpx.Client, flow_run_id: str, timeout_s: float, poll_s: float) -> Ending:
+    """Print each state change until the run ends; return how it ended."""
     deadline, last = time.monotonic() + timeout_s, None
     while True:
         run = _checked(_call(http, "GET", f"flow_runs/{flow_run_id}"), "read flow run")
-        state = (run.get("state") or {}).get("type", "UNKNOWN")
-        if state != last:
-            name = (run.get("state") or {}).get("name", state)
-            print(f"{time.strftime('%H:%M:%S')} {run['name']}: {name}", flush=True)
-            last = state
-        if state in TERMINAL:
-            return state
+        state = run.get("state") or {}
+        kind = state.get("type", "UNKNOWN")
+        if kind != last:
+            print(f"{time.strftime('%H:%M:%S')} {run['name']}: {state.get('name', kind)}", flush=True)
+            last = kind
+        if kind in TERMINAL:
+            return Ending(kind, state.get("message") or None)
         if time.monotonic() > deadline:
-            return "TIMEOUT"
+            return Ending("TIMEOUT")
         time.sleep(poll_s)
 
 
@@ -194,24 +202,46 @@ def trigger(api: Api, deployment_name: str, raw_params: dict[str, str], key: str
             summary = dashboard_summary(http, run["id"])
             with summary_path.open("a") as handle:
                 handle.write(f"{summary or '_No dashboard was rendered._'}\n\n[Flow run]({api.run_link(run['id'])})"
-                             f": **{final}**\n")
-    print(f"flow run {run['name']} ended {final}")
-    return 0 if final == "COMPLETED" else 1
+                             f": **{final.state}**\n")
+    print(f"flow run {run['name']} ended {final.state}")
+    if final.state != "COMPLETED" and final.message:
+        print(f"  {final.message}")
+    return 0 if final.state == "COMPLETED" else 1
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="trigger", description=__doc__.splitlines()[0])
+EPILOG = """\
+environment:
+  PREFECT_API_URL          the Prefect API, e.g. https://prefect.example.com/api (required)
+  PREFECT_API_KEY          Prefect Cloud API key
+  PREFECT_API_AUTH_STRING  user:password of a self-hosted server with basic auth
+  GITHUB_STEP_SUMMARY      when set, the run's dashboard table, link and state are appended to it
+
+exit codes:
+  0  the run completed
+  1  it failed, crashed, was cancelled or timed out (the state's message is printed)
+  2  nothing was started: bad parameter, unknown deployment, authentication, unreachable API
+"""
+
+
+def parser(prog: str = "diffbench trigger") -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], epilog=EPILOG,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     root.add_argument("deployment", help="FLOW/DEPLOYMENT, e.g. diffusion-comparison/adhoc")
-    root.add_argument("--param", action="append", default=[], help="name=value (JSON or text), repeatable")
-    root.add_argument("--idempotency-key", help="default: from GITHUB_RUN_ID and GITHUB_RUN_ATTEMPT when set")
-    root.add_argument("--tag", action="append", default=[], help="flow run tag, repeatable")
-    root.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to follow the run")
-    root.add_argument("--poll", type=float, default=5.0, help="seconds between state checks")
+    root.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                      help="name=value, repeatable; typed by the deployment's schema (lists as a,b; others as JSON)")
+    root.add_argument("--idempotency-key", metavar="KEY",
+                      help="reuses the run already started with this key (default: from GITHUB_RUN_ID and "
+                           "GITHUB_RUN_ATTEMPT when set, else a new key)")
+    root.add_argument("--tag", action="append", default=[], metavar="TAG", help="flow run tag, repeatable")
+    root.add_argument("--timeout", type=float, default=6 * 3600, metavar="SECONDS",
+                      help="seconds to follow the run (default: 21600)")
+    root.add_argument("--poll", type=float, default=5.0, metavar="SECONDS",
+                      help="seconds between state checks (default: 5)")
     return root
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "diffbench trigger") -> int:
+    args = parser(prog).parse_args(argv)
     summary = Path(os.environ["GITHUB_STEP_SUMMARY"]) if os.environ.get("GITHUB_STEP_SUMMARY") else None
     try:
         return trigger(Api.from_env(), args.deployment, parse_params(args.param),

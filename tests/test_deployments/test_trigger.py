@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 from pathlib import Path
@@ -10,6 +11,7 @@ import httpx
 import pytest
 import yaml
 
+from diffbench import cli, trigger
 from test_deployments.conftest import AUTH, stored_results
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -72,6 +74,9 @@ def test_a_failed_run_makes_the_trigger_fail(stack, worker, api, tiny_config: Pa
     result = run_as_the_workflow(stack, tmp_path, "1002", config=str(tiny_config), cases="missing_model")
     assert result.returncode == 1, result.stdout + result.stderr
     assert ": Failed" in result.stdout and "ended FAILED" in result.stdout
+    # The reason follows the verdict: the flow run state's message, which names the failed case.
+    reason = result.stdout.split("ended FAILED", 1)[1]
+    assert "CasesFailed: 1 case(s) failed: missing_model/diffusers: download" in reason, result.stdout
 
 
 @pytest.mark.parametrize(
@@ -98,3 +103,21 @@ def test_bad_requests_fail_before_any_run(stack, api, tmp_path: Path, auth: str,
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "wrong-secret" not in result.stdout + result.stderr
     assert len(adhoc_runs(api)) == before
+
+
+def test_help_names_the_command_documents_every_option_and_the_exit_codes(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.main(["trigger", "--help"])
+    text = capsys.readouterr().out
+    assert done.value.code == 0 and text.startswith("usage: diffbench trigger ")
+    for code in ("0  the run completed", "1  it failed", "2  nothing was started"):
+        assert code in text
+    actions = [a for a in trigger.parser()._actions if not isinstance(a, argparse._HelpAction)]
+    assert actions and all(a.help and a.help.strip() for a in actions)
+
+
+def test_the_workflow_script_still_parses_its_arguments() -> None:
+    script = subprocess.run([os.sys.executable, str(PROJECT / "deployments" / "trigger.py"), "--help"],
+                            env=os.environ | {"PYTHONPATH": str(PROJECT)}, capture_output=True, text=True,
+                            check=False, timeout=60)
+    assert script.returncode == 0 and "usage: " in script.stdout and "exit codes:" in script.stdout
