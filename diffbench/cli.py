@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 import diffbench
 from diffbench.errors import ConfigError, DiffbenchError
@@ -51,16 +52,38 @@ def _tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+# Exit codes of a run a signal stopped, as a shell reports a process the signal ended.
+STOPPED_EXIT = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM outside the flow ends the command; inside, the flow stops its run and Prefect sends it here again.
+
+    That second time it returns, so that Prefect's TerminationSignal ends the flow call and the run
+    exits like one stopped by Ctrl-C: its Prefect API stopped, one line printed.
+    """
+    from diffbench.launcher import stop_reason  # noqa: PLC0415
+
+    if stop_reason() is None:
+        raise SystemExit(STOPPED_EXIT["SIGTERM"])
+
+
 def _run_flow(config: Path, cases: list[str] | None, frameworks: list[str] | None, label: str | None,
               database_url: str | None) -> int:
+    from diffbench.settings import Settings  # noqa: PLC0415
     from diffbench.storage.store import public_url  # noqa: PLC0415
 
     if database_url is not None:
         public_url(database_url)  # refused before a flow run, whose parameters anyone can read, exists
-    # Prefect is imported only here: the rest of the CLI works without its start-up cost.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    from flows.nightly import CasesFailed, diffusion_comparison  # noqa: PLC0415
+    from diffbench.prefect_api import ensure_api  # noqa: PLC0415
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    ensure_api(Settings().state_dir)
+    # Prefect is imported only here, once its API is known: the rest of the CLI works without its start-up cost.
+    from diffbench.launcher import stop_reason  # noqa: PLC0415
+    from flows.nightly import STOPPED, CasesFailed, diffusion_comparison  # noqa: PLC0415
 
     try:
         diffusion_comparison(config=str(config), cases=cases, frameworks=frameworks, label=label, trigger="manual",
@@ -68,6 +91,11 @@ def _run_flow(config: Path, cases: list[str] | None, frameworks: list[str] | Non
     except CasesFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except STOPPED:
+        reason = stop_reason() or "SIGINT"
+        print(f"stopped by {reason}: the run is marked cancelled, with every sample measured before the stop",
+              file=sys.stderr)
+        return STOPPED_EXIT[reason]
     return 0
 
 
@@ -98,7 +126,11 @@ def _dashboard(args: argparse.Namespace) -> int:
     except LookupError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 1
-    print(page.write(args.out))
+    try:
+        print(page.write(args.out))
+    except OSError as exc:
+        print(f"error: cannot write the dashboard to {args.out}: {exc.strerror}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -217,3 +249,6 @@ def main(argv: list[str] | None = None) -> int:
     except DiffbenchError as exc:
         print(f"error [{exc.error_class}]: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return STOPPED_EXIT["SIGINT"]

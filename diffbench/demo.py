@@ -8,12 +8,15 @@ from importlib import resources
 from pathlib import Path
 
 TINY_MODELS = {"tiny-flux": "flux", "tiny-wan": "wan"}
+# The `config` that names the demo matrix: what a run needs no hub, no GPU and no file for.
+DEMO_CONFIG = "demo"
 
 
 def prepare(workdir: Path) -> Path:
     """Build the tiny models (once) and place the demo matrix next to them; return its path."""
     from diffbench.reference import tiny_models  # noqa: PLC0415 - torch is only needed here
 
+    workdir.mkdir(parents=True, exist_ok=True)
     for name, arch in TINY_MODELS.items():
         if not (workdir / "models" / name / "model_index.json").exists():
             print(f"building tiny {arch} model in {workdir / 'models' / name}", flush=True)
@@ -36,6 +39,10 @@ def environment(workdir: Path) -> dict[str, str]:
 
 def configure(workdir: Path) -> Path:
     """Prepare the demo and point this process's settings at its folder; return the matrix path."""
-    workdir.mkdir(parents=True, exist_ok=True)
     os.environ.update(environment(workdir))
     return prepare(workdir)
+
+
+def matrix_path(config: str, state_dir: Path) -> Path:
+    """The case matrix `config` names: a file, or the demo's, prepared under `state_dir`."""
+    return prepare(state_dir / "demo") if config == DEMO_CONFIG else Path(config)

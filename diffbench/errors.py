@@ -13,6 +13,7 @@
     │   └── RequestTimeout                "request_timeout"
     ├── BadOutput                         "bad_output"
     ├── DownloadError                     "download"
+    │   └── InputMissing                  "input_missing"
     ├── EnvironmentFailed                 "environment"
     ├── CaseTimeout                       "case_timeout"
     ├── ShardLost                         "crashed"
@@ -127,6 +128,12 @@ class DownloadError(DiffbenchError):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         self.retryable = retryable
         super().__init__(message)
+
+
+class InputMissing(DownloadError):
+    """A case's input image could not be read or fetched."""
+
+    error_class = "input_missing"
 
 
 class EnvironmentFailed(DiffbenchError):

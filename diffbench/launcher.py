@@ -13,11 +13,13 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import closing
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import Any
 
 import httpx
 
@@ -93,13 +95,14 @@ class Server:
 
         `labels` name the run and case it belongs to; the server's cwd is `workdir`.
         """
-        if _terminating.is_set():
+        if reason := stop_reason():
             raise Cancelled(f"{spec.pair.framework} server for case {spec.pair.case.id!r} not started: "
-                            "the run is being cancelled")
+                            f"the run was stopped by {reason}")
         environment = environment or EngineEnvironment()
         workdir = workdir.resolve()  # a container mounts it at the same, absolute, path
         workdir.mkdir(parents=True, exist_ok=True)
-        labels = {"diffbench.case": spec.pair.case.id, "diffbench.framework": spec.pair.framework} | (labels or {})
+        labels = {"diffbench.case": spec.pair.case.id, "diffbench.framework": spec.pair.framework,
+                  "diffbench.what": f"{spec.pair.framework} server for case {spec.pair.case.id!r}"} | (labels or {})
         argv, log_path = environment.argv(engine.command(spec)), workdir / "server.log"
         offset = log_path.stat().st_size if log_path.exists() else 0
         launcher = spec.pair.options.launcher
@@ -148,7 +151,9 @@ class Server:
         return self.handle.exit_code() is None
 
     def check_alive(self) -> None:
-        """Raise if the server has exited or reported running out of memory."""
+        """Raise if the server has exited or reported running out of memory, or the run is being stopped."""
+        if reason := stop_reason():
+            raise Cancelled(f"{self._who()}: the run was stopped by {reason}")
         if (line := self._oom_line()) is not None:
             raise OutOfMemory(f"{self._who()} ran out of memory: {line}", log_tail=self.log_tail())
         if (code := self.handle.exit_code()) is not None:
@@ -203,6 +208,7 @@ class Server:
 
     def generate(self, pair: Pair, image: bytes | None, timeout_s: float | None = None) -> Sample:
         """One measured request for `pair`'s own case, while watching that the server stays alive."""
+        self.check_alive()
         workdir = self.case_dir(pair)
         workdir.mkdir(parents=True, exist_ok=True)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
@@ -245,34 +251,56 @@ class Server:
         _live.discard(self)
 
 
-# Servers of this process that are not stopped yet, for the termination handler, and whether
-# it ran: a retry must not start a server after it.
+# Servers of this process that are not stopped yet, for the signal handler, and the signal
+# that stopped the run, if one did: nothing starts after it.
 _live: set[Server] = set()
-_terminating = threading.Event()
+_stopped_by: list[str] = []
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def stop_servers_on_termination() -> None:
-    """On SIGTERM (a cancelled flow run), stop this process's servers, then let the signal do its work.
+def stop_reason() -> str | None:
+    """The signal that is stopping this process's run ("SIGINT", "SIGTERM"), or None."""
+    return _stopped_by[0] if _stopped_by else None
 
-    Servers run in their own session or container, so they would outlive the flow process.
-    Installing it twice in one process changes nothing.
+
+def stop_servers_on_signals() -> None:
+    """On Ctrl-C or SIGTERM (a cancelled flow run), stop this process's servers, then let the signal act.
+
+    Servers run in their own session or container, so they would outlive the flow process. They
+    are stopped on a thread of their own, in parallel, so that the signal reaches the flow at
+    once: it is Prefect's to turn into a cancelled or crashed flow run. Installing it twice in one
+    process changes nothing.
     """
-    previous = signal.getsignal(signal.SIGTERM)
-    if getattr(previous, "stops_servers", False):
-        return
+    for signum in STOP_SIGNALS:
+        previous = signal.getsignal(signum)
+        if not getattr(previous, "stops_servers", False):
+            signal.signal(signum, _stopping_handler(previous))
 
+
+def _stop_all() -> None:
+    stoppers = [threading.Thread(target=server.stop, kwargs={"grace_s": 2}) for server in list(_live)]
+    for stopper in stoppers:
+        stopper.start()
+    for stopper in stoppers:
+        stopper.join()
+
+
+def _stopping_handler(previous: Callable[[int, FrameType | None], Any] | int | None) -> Callable[..., None]:
     def handler(signum: int, frame: FrameType | None) -> None:
-        _terminating.set()
-        for server in list(_live):
-            server.stop(grace_s=2)
+        first = not _stopped_by
+        _stopped_by.append(signal.Signals(signum).name)
+        if first:
+            threading.Thread(target=_stop_all, name="stop-servers", daemon=True).start()
         if callable(previous):
             previous(signum, frame)
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt  # also where the shell started us with Ctrl-C ignored (`cmd &`)
         else:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
     handler.stops_servers = True  # type: ignore[attr-defined]
-    signal.signal(signal.SIGTERM, handler)
+    return handler
 
 
 def reap_leftovers(root: Path) -> list[str]:

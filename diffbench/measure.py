@@ -6,20 +6,23 @@ the orchestrator, whose task timeouts cannot interrupt a blocking call reliably.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from diffbench.cases import Pair
+from diffbench.cases import Case, Pair
 from diffbench.client import Sample, describe, with_perf_dump
 from diffbench.download import Download
 from diffbench.engines import ENGINES, ServerSpec
 from diffbench.engines.environments import EngineEnvironment
 from diffbench.errors import CaseTimeout, DiffbenchError, ServerError
 from diffbench.launcher import Server, free_port
-from diffbench.results import METHODOLOGY, CaseResult
+from diffbench.results import METHODOLOGY, CaseResult, ResultStatus
 
 
 @dataclass(frozen=True)
@@ -65,16 +68,17 @@ def warm_up(server: Server, pair: Pair, image: bytes | None, deadline: Deadline)
             for _ in range(pair.warmup_requests)]
 
 
-def benchmark(
-    server: Server, pair: Pair, image: bytes | None, samples: list[Sample], deadline: Deadline
-) -> list[Sample]:
+def benchmark(server: Server, pair: Pair, image: bytes | None, samples: list[Sample], deadline: Deadline,
+              on_sample: Callable[[], None] = lambda: None) -> list[Sample]:
     """Measure `pair`'s case until `samples` holds `pair.measurement_repeats` samples.
 
-    `samples` is appended to as each request finishes, so a retry continues where a failed
-    attempt stopped and a failure still leaves what was measured.
+    `samples` is appended to as each request finishes, and `on_sample` called, so a retry
+    continues where a failed attempt stopped and a failure, or a kill, still leaves what was
+    measured.
     """
     while len(samples) < pair.measurement_repeats:
         samples.append(server.generate(pair, image, deadline.remaining(f"request {len(samples) + 1}")))
+        on_sample()
     return samples
 
 
@@ -98,14 +102,16 @@ class CaseRecord:
     samples: list[Sample] = field(default_factory=list)
     error: BaseException | None = None
 
-    def result(self) -> CaseResult:
+    def result(self, status: ResultStatus | None = None) -> CaseResult:
+        """The result so far; `status` (`pending`, `running`) marks one that is not finished."""
         pair, server, error = self.pair, self.server, self.error
         log_tail = error.log_tail if isinstance(error, ServerError) else None
         if error is not None and log_tail is None and server is not None:
             log_tail = server.log_tail()
         return CaseResult(
             case_id=pair.case.id, framework=pair.framework, engine=pair.engine,
-            status="failed" if error is not None else "ok", config_hash=pair.config_hash, methodology=METHODOLOGY,
+            status=status or ("failed" if error is not None else "ok"), config_hash=pair.config_hash,
+            methodology=METHODOLOGY,
             hardware=self.hardware, model=pair.model, num_gpus=pair.num_gpus, task=pair.case.task,
             started_at=self.started_at, finished_at=datetime.now(UTC), host=self.host,
             engine_version=server.engine_version if server else None,
@@ -129,6 +135,19 @@ class CaseRecord:
             return describe(engine.request(pair, model, self.image, dump))
         except ValueError:
             return None  # an image task whose input image never arrived
+
+
+def not_run_result(case: Case, framework: str, hardware: str, host: str | None) -> CaseResult:
+    """A framework of the config that diffbench has no adapter for: reported, never measured."""
+    now = datetime.now(UTC)
+    controls = case.model_dump(mode="json", exclude={"id", "frameworks"}) | {"framework": framework}
+    return CaseResult(
+        case_id=case.id, framework=framework, engine=framework, status="not_run",
+        config_hash=hashlib.sha256(json.dumps(controls, sort_keys=True).encode()).hexdigest()[:16],
+        methodology=METHODOLOGY, hardware=hardware, model=case.model, num_gpus=case.num_gpus, task=case.task,
+        started_at=now, finished_at=now, host=host, error_class="no_adapter",
+        error_message=f"diffbench has no adapter for {framework}",
+    )
 
 
 def _error_class(error: BaseException | None) -> str | None:

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from diffbench.errors import BadOutput, ConfigError
+from diffbench.errors import BadOutput, InputMissing
 
 GENERATED_SIZE = 512
 
@@ -44,14 +44,14 @@ def input_image(source: str | None, cache_dir: Path) -> bytes:
         try:
             return Path(source).expanduser().read_bytes()
         except OSError as exc:
-            raise ConfigError([f"test_image_url: cannot read {source}: {exc.strerror}"]) from exc
+            raise InputMissing(f"test_image_url: cannot read {source}: {exc.strerror}") from exc
     cached = cache_dir / hashlib.sha256(source.encode()).hexdigest()
     if not cached.exists():
         try:
             response = httpx.get(source, follow_redirects=True, timeout=60)
             response.raise_for_status()
         except httpx.HTTPError as exc:
-            raise ConfigError([f"test_image_url: cannot fetch {source}: {exc}"]) from exc
+            raise InputMissing(f"test_image_url: cannot fetch {source}: {exc}", retryable=True) from exc
         cache_dir.mkdir(parents=True, exist_ok=True)
         cached.write_bytes(response.content)
     return cached.read_bytes()

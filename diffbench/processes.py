@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -32,9 +33,22 @@ def same_process(pid: int, started: float | None) -> bool:
     return started is not None and started_at(pid) == started
 
 
+@dataclass(frozen=True)
+class Owner:
+    """A diffbench process, told apart from a later one with its number by its start time."""
+
+    pid: int
+    started: float | None
+
+
+def owner_process() -> Owner:
+    return Owner(os.getpid(), started_at(os.getpid()))
+
+
 def owner() -> dict[str, object]:
     """This diffbench process, as recorded with what it starts."""
-    return {"diffbench.owner_pid": os.getpid(), "diffbench.owner_started": started_at(os.getpid())}
+    this = owner_process()
+    return {"diffbench.owner_pid": this.pid, "diffbench.owner_started": this.started}
 
 
 class ProcessHandle:
@@ -50,7 +64,10 @@ class ProcessHandle:
 
     @classmethod
     def start(cls, argv: list[str], env: dict[str, str], log_path: Path, labels: dict[str, str]) -> ProcessHandle:
-        """Start `argv` in the log's folder: engines write outputs relative to their cwd (sglang: outputs/)."""
+        """Start `argv` in the log's folder: engines write outputs relative to their cwd (sglang: outputs/).
+
+        `labels["diffbench.what"]` says what it is, for the message of the run that reaps it.
+        """
         with open(log_path, "ab") as log:
             process = subprocess.Popen(argv, env=os.environ | env, stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True, cwd=log_path.parent)
@@ -99,7 +116,6 @@ def reap_processes(root: Path) -> list[str]:
             except (psutil.TimeoutExpired, psutil.NoSuchProcess):
                 pass
             _signal_group(info["pid"], signal.SIGKILL)
-            reaped.append(f"{info['diffbench.framework']} server for case {info['diffbench.case']!r} "
-                          f"(pid {info['pid']})")
+            reaped.append(f"{info['diffbench.what']} (pid {info['pid']})")
         pid_file.unlink(missing_ok=True)
     return reaped

@@ -14,6 +14,9 @@ from diffbench.stats import Summary, summarize
 # How latency is measured; a new way of measuring gets a new name and its own series.
 METHODOLOGY = "diffbench-client-e2e-v1"
 Trigger = Literal["schedule", "manual", "api"]
+ResultStatus = Literal["ok", "failed", "not_run", "pending", "running"]
+# Results a stopped run leaves unfinished.
+UNFINISHED = ("pending", "running")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class RunInfo:
     config_sha256: str | None = None
     source: str = "diffbench"
     import_key: str | None = None
+    owner_pid: int | None = None
+    owner_started: float | None = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class CaseResult:
     case_id: str
     framework: str
     engine: str
-    status: Literal["ok", "failed"]
+    status: ResultStatus
     config_hash: str
     methodology: str
     hardware: str

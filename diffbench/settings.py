@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -29,6 +30,8 @@ class Settings(BaseSettings):
     host_label: str = Field(default_factory=socket.gethostname, description="Names this host on each result.")
     retry_delays_s: list[float] = Field([10, 60], description="Waits before the retries of a failed step.")
     dashboard_dir: Path = Field(Path(".diffbench/dashboard"), description="Where the flow renders the dashboard.")
+    host_lock: Path = Field(Path(tempfile.gettempdir()) / "diffbench-measuring.lock",
+                            description="The lock that lets one run measure on this host at a time.")
     envs_dir: Path | None = Field(None, description="Engine venvs built from pip specs; default: <state_dir>/envs.")
 
     @property

@@ -5,19 +5,26 @@ A group owns one server; each of its cases is measured by `measure_case` with it
 
 from __future__ import annotations
 
+import getpass
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
 
+from diffbench import host_lock
 from diffbench.cases import Pair
 from diffbench.config import CaseMatrix
 from diffbench.download import Download
 from diffbench.engines.environments import EngineEnvironment
-from diffbench.errors import RequestTimeout, ServerError
+from diffbench.errors import Cancelled, RequestTimeout, ServerError
 from diffbench.gpus import GpuPool, Hardware
 from diffbench.groups import ServerGroup, server_groups
-from diffbench.launcher import Server
+from diffbench.launcher import Server, stop_reason
 from diffbench.measure import CaseRecord, Deadline
 from diffbench.media import input_image
 from diffbench.results import CaseResult
@@ -29,8 +36,12 @@ from tasks.environment import prepare_environment
 from tasks.launch import launch_server
 from tasks.perf_dump import collect_perf_dump
 from tasks.record import record_result
+from tasks.retry import RETRIES, is_retryable
 from tasks.stop import stop_server
 from tasks.warmup import warm_up
+
+# How long a stopped run waits for its cases to store what they measured; their servers stop in 2 s.
+STOP_WAIT_S = 4.0
 
 
 @dataclass
@@ -45,6 +56,7 @@ class SharedServer:
     run_id: str
     settings: Settings
     gpus: tuple[int, ...]
+    image_source: str | None = None
     failure: Exception | None = None
     environment: EngineEnvironment | None = None
     download: Download | None = None
@@ -69,23 +81,35 @@ class SharedServer:
             raise
         return self.download, self.server
 
+    def input_image(self) -> bytes:
+        """The input image of image tasks, fetched inside the case: a missing one fails only its cases."""
+        return fetch_input_image(self.image_source, self.settings)
+
     def stop(self) -> None:
         if self.server is not None:
             server, self.server = self.server, None
             stop_server(server)
 
 
-def measure_case(pair: Pair, shared: SharedServer, image: bytes | None, hardware: str) -> CaseResult:
-    """Download → launch (once per group) → warm up → benchmark → perf dump, for one case."""
-    record = CaseRecord(pair, hardware, shared.settings.host_label, image)
+def measure_case(pair: Pair, shared: SharedServer, hardware: str,
+                 progress: Callable[[CaseResult], None]) -> CaseResult:
+    """Input → download → launch (once per group) → warm up → benchmark → perf dump, for one case.
+
+    `progress` gets the result so far after each measured request, so that a run killed halfway
+    keeps what it measured.
+    """
+    record = CaseRecord(pair, hardware, shared.settings.host_label)
     deadline = Deadline.for_case(pair)
     try:
+        record.image = shared.input_image() if pair.case.needs_image else None
         record.download, record.server = shared.ready(pair, deadline)
-        record.first_request_latency_s = next(iter(warm_up(record.server, pair, image, deadline)), None)
-        measured = benchmark(record.server, pair, image, record.samples, deadline)
+        record.first_request_latency_s = next(iter(warm_up(record.server, pair, record.image, deadline)), None)
+        measured = benchmark(record.server, pair, record.image, record.samples, deadline,
+                             lambda: progress(record.result("running")))
         record.samples = collect_perf_dump(record.server, pair, measured)
     except Exception as exc:  # noqa: BLE001 - one failing case must not stop the others
-        record.error = exc
+        reason = stop_reason()
+        record.error = Cancelled(f"the run was stopped by {reason} during this case") if reason else exc
         record.download = record.download or shared.download
         if isinstance(exc, ServerError | RequestTimeout):
             shared.stop()  # out of memory, or still busy with an abandoned request: the next case gets a new one
@@ -93,7 +117,7 @@ def measure_case(pair: Pair, shared: SharedServer, image: bytes | None, hardware
 
 
 @task(task_run_name="{group.label}", cache_policy=NO_CACHE)
-def measure_group(group: ServerGroup, run_id: str, recorder: Recorder, pool: GpuPool, image: bytes | None,
+def measure_group(group: ServerGroup, run_id: str, recorder: Recorder, pool: GpuPool, image_source: str | None,
                   hardware: str, settings: Settings) -> list[CaseResult]:
     """Every case of `group` on one server, each stored as it finishes; the server always stopped.
 
@@ -107,10 +131,10 @@ def measure_group(group: ServerGroup, run_id: str, recorder: Recorder, pool: Gpu
         refusal = exc
     results = []
     with pool.take(0 if refusal else group.num_gpus) as gpus:
-        shared = SharedServer(group, run_id, settings, gpus, failure=refusal, environment=environment)
+        shared = SharedServer(group, run_id, settings, gpus, image_source, failure=refusal, environment=environment)
         try:
             for pair in group.pairs:
-                result = measure_case(pair, shared, image, hardware)
+                result = measure_case(pair, shared, hardware, lambda part: record_progress(recorder, run_id, part))
                 try:
                     record_result(recorder, run_id, result)
                 except Exception:  # noqa: BLE001 - a storage failure must not cost the other cases
@@ -121,19 +145,43 @@ def measure_group(group: ServerGroup, run_id: str, recorder: Recorder, pool: Gpu
     return results
 
 
-@task(cache_policy=NO_CACHE)
-def fetch_input_image(matrix: CaseMatrix, settings: Settings) -> bytes:
-    return input_image(matrix.matrix.test_image_url, settings.state_dir / "images")
+@task(cache_policy=NO_CACHE, retry_condition_fn=is_retryable, **RETRIES)
+def fetch_input_image(source: str | None, settings: Settings) -> bytes:
+    return input_image(source, settings.state_dir / "images")
+
+
+def record_progress(recorder: Recorder, run_id: str, partial: CaseResult) -> None:
+    """Store a case's samples so far; never at the cost of measuring, and not once the run is stopping."""
+    if stop_reason() is None:
+        try:
+            recorder.record(run_id, partial)
+        except Exception:  # noqa: BLE001 - the finished case is stored (or spooled) anyway
+            get_run_logger().exception("%s/%s: progress not stored", partial.case_id, partial.framework)
 
 
 def measure_pairs(pairs: list[Pair], matrix: CaseMatrix, run_id: str, recorder: Recorder, hardware: Hardware,
                   settings: Settings) -> list[CaseResult]:
-    """Every pair measured and recorded as it finishes; servers packed onto this host's GPUs."""
-    image = fetch_input_image(matrix, settings) if any(p.case.needs_image for p in pairs) else None
-    pool = GpuPool(hardware.gpu_ids, settings.state_dir / "gpu-locks")
-    futures = [
-        measure_group.with_options(timeout_seconds=sum(p.deadlines.case_minutes for p in group.pairs) * 60 + 600)
-        .submit(group, run_id, recorder, pool, image, hardware.gpu_model, settings)
-        for group in server_groups(pairs)
-    ]
-    return [result for future in futures for result in future.result()]
+    """Every pair measured and recorded as it finishes; servers packed onto this host's GPUs.
+
+    Measuring waits for the host's lock: a second run on the host would skew both.
+    """
+    logger = get_run_logger()
+    me = {"run_id": run_id, "config": str(matrix.path), "user": getpass.getuser(), "pid": os.getpid(),
+          "state_dir": str(settings.state_dir.resolve()), "since": datetime.now(UTC).isoformat(timespec="seconds")}
+
+    def waiting(holder: dict[str, Any]) -> None:
+        logger.warning("waiting for this host's measuring lock (%s), held by %s", settings.host_lock,
+                       host_lock.describe(holder))
+
+    with host_lock.measuring(settings.host_lock, me, waiting):
+        pool = GpuPool(hardware.gpu_ids, settings.state_dir / "gpu-locks")
+        # No Prefect timeout: on a worker thread it cannot interrupt anything; each case's deadline does.
+        futures = [measure_group.submit(group, run_id, recorder, pool, matrix.matrix.test_image_url,
+                                        hardware.gpu_model, settings) for group in server_groups(pairs)]
+        try:
+            return [result for future in futures for result in future.result()]
+        except BaseException:
+            # Stopped (Ctrl-C, SIGTERM): the servers are being stopped, so each group ends its case
+            # and stores what it measured; waiting for that is short and bounded.
+            wait(futures, timeout=STOP_WAIT_S)
+            raise

@@ -2,34 +2,41 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
+from prefect.exceptions import TerminationSignal
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
+from diffbench import demo
 from diffbench.cases import Pair
 from diffbench.config import load_matrix
 from diffbench.errors import ShardLost
 from diffbench.gpus import detect
-from diffbench.launcher import stop_servers_on_termination
+from diffbench.launcher import stop_servers_on_signals
 from diffbench.measure import CaseRecord
-from diffbench.results import Outcome, Trigger
+from diffbench.results import UNFINISHED, Outcome, Trigger
 from diffbench.settings import Settings
 from diffbench.sharding import shard_pairs
 from diffbench.storage import store
 from diffbench.storage.recorder import Recorder
-from diffbench.storage.store import public_url
+from diffbench.storage.store import NO_PASSWORD_URL, public_url
 from flows.measure import measure_pairs
 from flows.shard import SHARD_DEPLOYMENT
 from tasks.dashboard import render_dashboard
-from tasks.record import finish_run, record_result, start_run
+from tasks.record import finish_run, mark_stopped, record_result, start_run
 
 
 class CasesFailed(Exception):
     """Raised at the very end, after everything measured was stored and rendered."""
+
+
+# What a flow call raises once a signal stopped its run (and the run is marked): Ctrl-C, SIGTERM.
+STOPPED = (KeyboardInterrupt, TerminationSignal)
 
 
 @task(task_run_name="shard {index}", cache_policy=NO_CACHE)
@@ -51,7 +58,8 @@ def run_shards(config: str, pairs: list[Pair], shards: int, run_id: str, recorde
     futures = [run_shard.submit(config, bucket, run_id, index) for index, bucket in enumerate(buckets)]
     ended = [future.result() for future in futures]
     recorder.flush()
-    stored = {(o.case_id, o.framework) for o in store.run_outcomes(recorder.engine(), run_id)}
+    stored = {(o.case_id, o.framework) for o in store.run_outcomes(recorder.engine(), run_id)
+              if o.status not in UNFINISHED}
     for bucket, (flow_run_id, state) in zip(buckets, ended, strict=True):
         for pair in bucket:
             if (pair.case.id, pair.framework) not in stored:
@@ -61,45 +69,60 @@ def run_shards(config: str, pairs: list[Pair], shards: int, run_id: str, recorde
     return store.run_outcomes(recorder.engine(), run_id)
 
 
-@flow(name="diffusion-comparison", task_runner=ThreadPoolTaskRunner(max_workers=16))
+def run_name() -> str:
+    """`nightly-2026-11-29` for the schedule, `adhoc-<label>` (or the time) for the rest: names to find runs by."""
+    parameters = runtime.flow_run.parameters
+    now = datetime.now(UTC)
+    if parameters.get("trigger") == "schedule":
+        return f"nightly-{now:%Y-%m-%d}"
+    return f"adhoc-{parameters.get('label') or f'{now:%Y-%m-%d-%H%M}'}"
+
+
+@flow(name="diffusion-comparison", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner(max_workers=16))
 def diffusion_comparison(
     config: str,
     cases: list[str] | None = None,
     frameworks: list[str] | None = None,
     label: str | None = None,
     trigger: Trigger = "manual",
-    database_url: str | None = None,
+    database_url: Annotated[str | None, Field(pattern=NO_PASSWORD_URL)] = None,
     shards: Annotated[int, Field(ge=1, le=64)] = 1,
 ) -> dict[str, int]:
     """Measure the selected cases of `config` on their frameworks and render the dashboard.
 
     Args:
-        config: Case matrix file (YAML or JSON, sglang's format accepted).
+        config: Case matrix file (YAML or JSON, sglang's format accepted), or `demo` for the tiny models on
+            the reference engine, built on the worker.
         cases: Case ids to run; all when empty.
         frameworks: Frameworks to run; all when empty.
         label: Free text shown on the dashboard, e.g. a release tag.
         trigger: `schedule` for the nightly history; `manual` and `api` runs are kept but labelled.
-        database_url: Results database without a password (parameters are visible in the UI); default
+        database_url: Results database without a password (refused: parameters are visible in the UI); default
             from DIFFBENCH_DATABASE_URL, else a local SQLite file.
         shards: Split the run over this many `diffusion-shard` flow runs on the pool's workers
             (cases of one model stay together); 1 measures everything here.
     """
-    stop_servers_on_termination()
+    stop_servers_on_signals()
     settings = Settings(**({"database_url": public_url(database_url)} if database_url else {}))
-    matrix = load_matrix(config)
+    matrix = load_matrix(demo.matrix_path(config, settings.state_dir))
     pairs = matrix.select(cases or None, frameworks or None)
-    for case_id, framework in matrix.unsupported:
-        if (not cases or case_id in cases) and (not frameworks or framework in frameworks):
-            get_run_logger().warning("%s/%s: not run, diffbench has no adapter for %s", case_id, framework, framework)
     hardware = detect(settings.gpus)
     with Recorder(settings.database_url.get_secret_value(), settings.spool_dir) as recorder:
-        run = start_run(recorder, matrix, trigger, label, hardware, settings.state_dir)
-        if shards > 1:
-            outcomes = run_shards(config, pairs, shards, run.id, recorder, hardware.gpu_model)
-        else:
-            outcomes = [r.outcome for r in measure_pairs(pairs, matrix, run.id, recorder, hardware, settings)]
+        run = start_run(recorder, matrix, pairs, trigger, label, hardware, settings)
+        try:
+            if shards > 1:
+                outcomes = run_shards(config, pairs, shards, run.id, recorder, hardware.gpu_model)
+            else:
+                outcomes = [r.outcome for r in measure_pairs(pairs, matrix, run.id, recorder, hardware, settings)]
+        except BaseException as stop:  # Ctrl-C, SIGTERM, cancellation, a bug: the run says so, then Prefect does
+            mark_stopped(recorder, run.id, stop)
+            raise
         finish_run(recorder, run.id, outcomes)
-        render_dashboard(recorder, run.id, settings.dashboard_dir)
+        try:
+            render_dashboard(recorder, run.id, settings.dashboard_dir)
+        except OSError as exc:  # the results are stored; `diffbench dashboard` renders them elsewhere
+            get_run_logger().error("dashboard not written to %s: %s", settings.dashboard_dir, exc.strerror)
+    outcomes = [o for o in outcomes if o.status != "not_run"]
     failed = [f"{o.case_id}/{o.framework}: {o.error_class}" for o in outcomes if o.status != "ok"]
     get_run_logger().info("%d of %d case(s) measured", len(outcomes) - len(failed), len(outcomes))
     if failed:

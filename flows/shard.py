@@ -5,9 +5,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from diffbench import demo
 from diffbench.config import load_matrix
 from diffbench.gpus import detect
-from diffbench.launcher import stop_servers_on_termination
+from diffbench.launcher import stop_servers_on_signals
 from diffbench.settings import Settings
 from diffbench.storage.recorder import Recorder
 from flows.measure import measure_pairs
@@ -24,9 +25,9 @@ def diffusion_shard(config: str, pairs: list[str], run_id: str) -> dict[str, int
         pairs: The (case, framework) pairs of this shard, as "case_id/framework".
         run_id: The parent run the results belong to.
     """
-    stop_servers_on_termination()
+    stop_servers_on_signals()
     settings = Settings()
-    matrix = load_matrix(config)
+    matrix = load_matrix(demo.matrix_path(config, settings.state_dir))
     wanted = set(pairs)
     selected = [p for p in matrix.pairs if f"{p.case.id}/{p.framework}" in wanted]
     hardware = detect(settings.gpus)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -16,9 +18,9 @@ from tasks.retry import RETRIES, is_retryable_request
 
 @task(task_run_name="{pair.case.id}/{pair.framework}: benchmark", cache_policy=NO_CACHE,
       retry_condition_fn=is_retryable_request, **RETRIES)
-def benchmark(server: Server, pair: Pair, image: bytes | None, samples: list[Sample],
-              deadline: Deadline) -> list[Sample]:
-    measured = measure.benchmark(server, pair, image, samples, deadline)
+def benchmark(server: Server, pair: Pair, image: bytes | None, samples: list[Sample], deadline: Deadline,
+              on_sample: Callable[[], None]) -> list[Sample]:
+    measured = measure.benchmark(server, pair, image, samples, deadline, on_sample)
     summary = summarize([s.client_latency_s for s in measured])
     get_run_logger().info("%d request(s): median %.3f s (min %.3f, max %.3f)", summary.n, summary.median,
                           summary.min, summary.max)

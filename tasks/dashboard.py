@@ -11,11 +11,12 @@ from prefect.cache_policies import NO_CACHE
 from diffbench import dashboard
 from diffbench.storage import store
 from diffbench.storage.recorder import Recorder
+from tasks.retry import is_retryable
 
 ARTIFACT_KEY = "diffusion-comparison-dashboard"
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30])
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=is_retryable)
 def render_dashboard(recorder: Recorder, run_id: str, out: Path) -> Path:
     recorder.flush()  # results spooled while the database was away belong on the page too
     page = dashboard.build(store.results_frame(recorder.engine()), run_id)

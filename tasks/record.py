@@ -7,39 +7,87 @@ import hashlib
 import socket
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import TerminationSignal
 
 import diffbench
+from diffbench.cases import Pair
 from diffbench.config import CaseMatrix
+from diffbench.errors import StorageUnavailable
 from diffbench.gpus import Hardware
-from diffbench.launcher import reap_leftovers
+from diffbench.launcher import reap_leftovers, stop_reason
+from diffbench.measure import CaseRecord, not_run_result
+from diffbench.processes import owner_process, same_process
 from diffbench.results import CaseResult, Outcome, RunInfo, Trigger
+from diffbench.settings import Settings
+from diffbench.storage import store
 from diffbench.storage.recorder import Recorder
 from diffbench.storage.store import redacted
 
 
 @task(cache_policy=NO_CACHE)
-def start_run(recorder: Recorder, matrix: CaseMatrix, trigger: Trigger, label: str | None, hardware: Hardware,
-              state_dir: Path) -> RunInfo:
-    """Stop servers a crashed run left behind, then record the run (idempotent per flow run)."""
+def start_run(recorder: Recorder, matrix: CaseMatrix, pairs: list[Pair], trigger: Trigger, label: str | None,
+              hardware: Hardware, settings: Settings) -> RunInfo:
+    """Close what a killed run left behind, then record the run and its plan (idempotent per flow run).
+
+    Every selected pair is stored `pending` and every framework without an adapter `not_run`, so a
+    run that stops halfway still lists each case it did not finish.
+    """
     logger = get_run_logger()
-    for leftover in reap_leftovers(state_dir):
+    host = f"{getpass.getuser()}@{socket.gethostname()}"
+    for leftover in reap_leftovers(settings.state_dir):
         logger.warning("stopped a leftover from an earlier run: %s", leftover)
+    for run_id in mark_killed_runs(recorder, host):
+        logger.warning("run %s ended without being marked (its process was killed): marked crashed", run_id)
     flow_run_id = runtime.flow_run.id
+    owner = owner_process()
     run = RunInfo(
         id=flow_run_id or str(uuid.uuid4()), flow_run_id=flow_run_id, trigger=trigger,
-        label=label, baseline=matrix.matrix.baseline, started_at=datetime.now(UTC),
-        host=f"{getpass.getuser()}@{socket.gethostname()}",
+        label=label, baseline=matrix.matrix.baseline, started_at=datetime.now(UTC), host=host,
         gpu_model=hardware.gpu_model, driver=hardware.driver, diffbench_version=diffbench.__version__,
         config_path=str(matrix.path), config_sha256=hashlib.sha256(matrix.path.read_bytes()).hexdigest(),
+        owner_pid=owner.pid, owner_started=owner.started,
     )
     stored = recorder.open_run(run)
+    selected = {(p.case.id, p.framework) for p in pairs}
+    cases = {case.id: case for case in matrix.matrix.cases}
+    not_run = [not_run_result(cases[case_id], framework, hardware.gpu_model, settings.host_label)
+               for case_id, framework in matrix.unsupported if case_id in {c for c, _ in selected}]
+    for result in not_run:
+        logger.warning("%s/%s: not run, diffbench has no adapter for %s", result.case_id, result.framework,
+                       result.framework)
+    recorder.record_all(run.id, [CaseRecord(p, hardware.gpu_model, settings.host_label).result("pending")
+                                 for p in pairs] + not_run)
     logger.info("run %s (%s) on %s, %s; results go to %s%s", run.id, trigger, run.host, hardware.gpu_model,
                 redacted(recorder.url), "" if stored else " (database unreachable: spooled)")
     return run
+
+
+def mark_killed_runs(recorder: Recorder, host: str) -> list[str]:
+    """Runs of this host still marked running whose process is gone: marked `crashed`."""
+    try:
+        running = store.running_runs(recorder.engine(), host)
+    except StorageUnavailable:
+        return []  # checked again by the next run that reaches the database
+    killed = [run_id for run_id, pid, started in running if pid is None or not same_process(pid, started)]
+    for run_id in killed:
+        recorder.stop(run_id, "crashed", "its diffbench process ended without finishing the run (killed, or its "
+                                         "host went down)")
+    return killed
+
+
+def mark_stopped(recorder: Recorder, run_id: str, stop: BaseException) -> str:
+    """Mark a run that a signal, a cancellation or a bug stopped before its end; return its new status."""
+    reason = stop_reason()
+    if reason or isinstance(stop, KeyboardInterrupt | TerminationSignal):
+        status, why = "cancelled", f"the run was stopped by {reason or type(stop).__name__} before this case finished"
+    else:
+        status, why = "crashed", f"the run crashed before this case finished: {type(stop).__name__}: {stop}"
+    recorder.stop(run_id, status, why)
+    get_run_logger().warning("run %s %s: %s", run_id, status, why.split(" before ")[0])
+    return status
 
 
 @task(task_run_name="{result.case_id}/{result.framework}: store", cache_policy=NO_CACHE)
@@ -52,6 +100,6 @@ def record_result(recorder: Recorder, run_id: str, result: CaseResult) -> bool:
 
 @task(cache_policy=NO_CACHE)
 def finish_run(recorder: Recorder, run_id: str, outcomes: list[Outcome]) -> bool:
-    status = "ok" if all(o.status == "ok" for o in outcomes) else "failed"
+    status = "ok" if all(o.status in ("ok", "not_run") for o in outcomes) else "failed"
     versions = {o.framework: o.engine_version for o in outcomes if o.engine_version}
     return recorder.finish(run_id, status, versions)

@@ -7,6 +7,7 @@ from typing import Any
 from prefect.states import State
 
 from diffbench.errors import CaseTimeout, DiffbenchError, ServerError
+from diffbench.launcher import stop_reason
 from diffbench.settings import Settings
 
 
@@ -19,12 +20,13 @@ def _error(state: State) -> BaseException | None:
 
 
 def is_retryable(_task: Any, _task_run: Any, state: State) -> bool:
-    """Retry what may pass (a crash at start, a lost connection), not what cannot (OOM, bad config, a 4xx).
+    """Retry what may pass (a crash at start, a lost connection), not what cannot (OOM, bad config, a 4xx),
+    nor anything once the run is being stopped.
 
     An exception diffbench did not raise on purpose is a bug: it fails once, with its traceback.
     """
     error = _error(state)
-    return isinstance(error, DiffbenchError) and error.retryable
+    return isinstance(error, DiffbenchError) and error.retryable and stop_reason() is None
 
 
 def is_retryable_request(task: Any, task_run: Any, state: State) -> bool:

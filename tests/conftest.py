@@ -24,6 +24,8 @@ from diffbench.engines import ENGINES, ServerSpec
 os.environ.setdefault("DIFFBENCH_RETRY_DELAYS_S", "[0.1, 0.1]")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# This session's runs wait for each other, never for a run of the user's on the same host.
+os.environ.setdefault("DIFFBENCH_HOST_LOCK", str(Path(tempfile.gettempdir()) / f"diffbench-tests-{os.getpid()}.lock"))
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SGLANG_CONFIGS = sorted((FIXTURES / "sglang" / "configs").glob("*.json"))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from diffbench import media
-from diffbench.errors import BadOutput, ConfigError
+from diffbench.errors import BadOutput, InputMissing
 
 
 def test_generated_image_is_deterministic_and_textured() -> None:
@@ -23,8 +23,9 @@ def test_generated_image_is_deterministic_and_textured() -> None:
 def test_local_image_is_read(tmp_path: Path) -> None:
     (tmp_path / "cat.png").write_bytes(media.generated_image(32))
     assert media.input_image(str(tmp_path / "cat.png"), tmp_path / "cache") == media.generated_image(32)
-    with pytest.raises(ConfigError, match="test_image_url: cannot read"):
+    with pytest.raises(InputMissing, match="test_image_url: cannot read") as missing:
         media.input_image(str(tmp_path / "dog.png"), tmp_path / "cache")
+    assert not missing.value.retryable  # a missing file stays missing
 
 
 def test_url_is_fetched_once_and_cached(tmp_path: Path) -> None:
@@ -38,8 +39,9 @@ def test_url_is_fetched_once_and_cached(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{server.server_port}/cat.png"
     try:
         first = media.input_image(url, tmp_path / "cache")
-        with pytest.raises(ConfigError, match="cannot fetch"):
+        with pytest.raises(InputMissing, match="cannot fetch") as missing:
             media.input_image(url.replace("cat", "dog"), tmp_path / "cache")
+        assert missing.value.retryable  # a server may answer next time
     finally:
         server.shutdown()
         server.server_close()

@@ -34,6 +34,13 @@ def _segments(rows: pd.DataFrame) -> list[pd.DataFrame]:
 
 
 def trend_png(case_id: str, history: pd.DataFrame, styles: dict[str, dict[str, str]]) -> bytes:
+    """The trend chart of `trend_figure` as PNG bytes."""
+    buffer = io.BytesIO()
+    trend_figure(case_id, history, styles).savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def trend_figure(case_id: str, history: pd.DataFrame, styles: dict[str, dict[str, str]]) -> Figure:
     """Median client latency over time per framework.
 
     Lines join nightly results of one series only; a config change starts a new segment,
@@ -59,15 +66,17 @@ def trend_png(case_id: str, history: pd.DataFrame, styles: dict[str, dict[str, s
             axes.plot(adhoc["started_at"], adhoc["median_s"], linestyle="none", marker=style["marker"],
                       markerfacecolor="none", color=style["color"],
                       label=f"{framework} (manual/api)" if nightly.empty else None)
-        failed = rows[rows["status"] != "ok"]
+        failed = rows[rows["status"] == "failed"]  # not a framework without adapter, nor one still pending
         if not failed.empty:
             axes.plot(failed["started_at"], [0.0] * len(failed), linestyle="none", marker="x", color=style["color"],
                       markersize=7, transform=axes.get_xaxis_transform(), clip_on=False,
                       label=f"{framework} failed")
     times = history["started_at"]
     if times.nunique() == 1:
-        # One run only: show the day around it rather than matplotlib's default span of years.
-        axes.set_xlim(times.iloc[0] - pd.Timedelta(hours=12), times.iloc[0] + pd.Timedelta(hours=12))
+        # One run only: its calendar day, not matplotlib's default span of years. A span centred on
+        # the run would cross midnight and label the next date; ending a second early keeps that tick off.
+        day = times.iloc[0].floor("D")
+        axes.set_xlim(day, day + pd.Timedelta(days=1) - pd.Timedelta(seconds=1))
     locator = AutoDateLocator()
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
@@ -78,6 +87,4 @@ def trend_png(case_id: str, history: pd.DataFrame, styles: dict[str, dict[str, s
     axes.grid(alpha=0.3)
     if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize=8, loc="upper left")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure

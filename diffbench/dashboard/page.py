@@ -10,6 +10,7 @@ import pandas as pd
 
 from diffbench.dashboard.charts import styles_for, trend_png
 from diffbench.dashboard.history import HISTORY_NIGHTS, baseline_of, change, pick_run
+from diffbench.results import UNFINISHED
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,28 @@ def _header(run: pd.DataFrame) -> list[str]:
         f"Run `{first['run_id']}` · host {first['host']} · GPU {first['gpu_model']} (driver {first['driver']}) · "
         f"diffbench {first['diffbench_version']} · engines: {versions}",
         "",
+        *_incomplete(run),
     ]
+
+
+def _incomplete(run: pd.DataFrame) -> list[str]:
+    """A warning above the table of a run that did not end: cancelled, crashed, or still going."""
+    status = run.iloc[0]["run_status"]
+    if status in ("ok", "failed"):
+        return []
+    measured = run[run["status"] != "not_run"]
+    done = int((measured["status"] == "ok").sum())
+    what = "is still running" if status == "running" else f"was **{status}** before it finished"
+    return [f"> ⚠ **Incomplete run**: it {what}; {done} of {len(measured)} case(s) measured.", ""]
 
 
 def _cell(frame: pd.DataFrame, row: pd.Series | None) -> str:
     if row is None:
         return "—"
+    if row["status"] == "not_run":
+        return "not run (no adapter)"
     if row["status"] != "ok":
-        return f"**{row['error_class']}**"
+        return f"*{row['status']}*" if row["status"] in UNFINISHED else f"**{row['error_class']}**"
     spread = (row["max_s"] - row["min_s"]) / 2
     text = f"{row['median_s']:.3f} s ±{spread:.3f}"
     delta, regressed = change(frame, row)
@@ -94,7 +109,7 @@ def build(frame: pd.DataFrame, run_id: str | None = None) -> Dashboard:
         "Median client latency (submit until the output is decoded) ± half the min–max range of the measured "
         f"requests; in brackets, the change against the median of the last {HISTORY_NIGHTS} comparable nightly "
         "results (same case config, engine, hardware and methodology); ⚠ marks a regression beyond both 5 % and "
-        "the noise. A failure shows its error class.",
+        "the noise. A failure shows its error class; a framework diffbench has no adapter for shows as not run.",
         "",
     ]
     styles = styles_for(list(dict.fromkeys(frame[frame["case_id"].isin(cases)]["framework"])))

@@ -2,7 +2,12 @@
 
 Portable between SQLite and Postgres: JSON columns, UTC timestamps, named constraints.
 History: schema 1 (2026-11-24) is the first; 2 (2026-11-29) adds each result's request and names
-a sample's peak memory `peak_reserved_mb`.
+a sample's peak memory `peak_reserved_mb`; 3 (2026-11-29) records the process that owns each run.
+
+A run's status is `running`, then `ok` or `failed`, or `cancelled` (stopped by a signal or from the UI)
+or `crashed` (its process died, found by a later run on its host). A result's status is `pending` (not
+started), `running` (samples so far), `ok`, `failed` or `not_run` (a framework diffbench has no adapter
+for).
 """
 
 from __future__ import annotations
@@ -70,6 +75,9 @@ class Run(Base):
     engine_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
     config_path: Mapped[str | None] = mapped_column(Text)
     config_sha256: Mapped[str | None] = mapped_column(String(64))
+    # The diffbench process measuring it (pid and start time): gone while `running` means killed.
+    owner_pid: Mapped[int | None]
+    owner_started: Mapped[float | None]
 
     results: Mapped[list[Result]] = relationship(back_populates="run", cascade="all, delete-orphan")
 

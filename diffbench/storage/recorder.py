@@ -55,6 +55,15 @@ class Recorder:
     def record(self, run_id: str, result: CaseResult) -> bool:
         return self._write("result", {"run_id": run_id, "result": spool.dumped_result(result)})
 
+    def record_all(self, run_id: str, results: list[CaseResult]) -> bool:
+        """Several results in one write: a run's plan, before anything is measured."""
+        return self._write("results", {"run_id": run_id, "results": [spool.dumped_result(r) for r in results]})
+
+    def stop(self, run_id: str, status: str, reason: str) -> bool:
+        """The run stopped before its end: `cancelled` or `crashed`, with its unfinished results."""
+        payload = {"run_id": run_id, "status": status, "reason": reason, "finished_at": datetime.now(UTC).isoformat()}
+        return self._write("stop", payload)
+
     def finish(self, run_id: str, status: str, engine_versions: dict[str, str]) -> bool:
         payload = {"run_id": run_id, "status": status, "finished_at": datetime.now(UTC).isoformat(),
                    "engine_versions": engine_versions}

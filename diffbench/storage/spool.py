@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from diffbench.results import CaseResult, RunInfo
 from diffbench.storage import store
 
-Operation = Literal["run", "result", "finish"]
+Operation = Literal["run", "result", "results", "finish", "stop"]
 _RUN = TypeAdapter(RunInfo)
 _RESULT = TypeAdapter(CaseResult)
 
@@ -27,6 +27,11 @@ def apply(engine: Engine, operation: Operation, payload: dict[str, Any]) -> None
         store.save_run(engine, _RUN.validate_python(payload))
     elif operation == "result":
         store.save_result(engine, payload["run_id"], _RESULT.validate_python(payload["result"]))
+    elif operation == "results":
+        store.save_results(engine, payload["run_id"], [_RESULT.validate_python(r) for r in payload["results"]])
+    elif operation == "stop":
+        store.stop_run(engine, payload["run_id"], payload["status"], payload["reason"],
+                       datetime.fromisoformat(payload["finished_at"]))
     else:
         store.finish_run(engine, payload["run_id"], payload["status"],
                          datetime.fromisoformat(payload["finished_at"]), payload["engine_versions"])

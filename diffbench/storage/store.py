@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from diffbench.errors import ConfigError, StorageUnavailable
-from diffbench.results import CaseResult, Outcome, RunInfo
+from diffbench.results import UNFINISHED, CaseResult, Outcome, RunInfo
 from diffbench.storage import migrate
 from diffbench.storage.models import Result, Run, SampleRow, StageTiming
 
@@ -30,6 +30,11 @@ LOG_TAIL_LIMIT = 8000
 def redacted(url: str) -> str:
     """The URL with its password hidden, for messages and logs."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+# A URL whose user, if any, has no password: all a parameter, which anyone who sees the run can
+# read, may hold. A JSON-schema pattern, so the Prefect server refuses the run before creating it.
+NO_PASSWORD_URL = r"^[A-Za-z][A-Za-z0-9+.-]*://([^:@/]*@)?[^@/]*(/.*)?$"
 
 
 def public_url(url: str) -> str:
@@ -73,6 +78,32 @@ def finish_run(
     with reachable(str(engine.url)), Session(engine) as session, session.begin():
         session.execute(update(Run).where(Run.id == run_id).values(
             status=status, finished_at=finished_at, engine_versions=engine_versions))
+
+
+def stop_run(engine: Engine, run_id: str, status: str, reason: str, finished_at: datetime) -> bool:
+    """Mark a run that stopped before its end `cancelled` or `crashed`, with every unfinished result.
+
+    Samples stored before the stop are kept. A run that already ended stays as it is; returns
+    whether this one was still running.
+    """
+    with reachable(str(engine.url)), Session(engine) as session, session.begin():
+        run = session.get(Run, run_id)
+        if run is None or run.status != "running":
+            return False
+        run.status, run.finished_at = status, finished_at
+        for result in session.scalars(select(Result).where(Result.run_id == run_id, Result.status.in_(UNFINISHED))):
+            kept = f"; its {result.n} measured sample(s) are kept" if result.n else ""
+            result.status, result.error_class, result.finished_at = "failed", status, finished_at
+            result.error_message = f"{reason}{kept}"
+        return True
+
+
+def running_runs(engine: Engine, host: str) -> list[tuple[str, int | None, float | None]]:
+    """Runs of `host` still marked running: id, owner pid and owner start time."""
+    query = select(Run.id, Run.owner_pid, Run.owner_started).where(Run.status == "running", Run.host == host,
+                                                                    Run.source == "diffbench")
+    with reachable(str(engine.url)), Session(engine) as session:
+        return [tuple(row) for row in session.execute(query)]
 
 
 def _result_row(run_id: str, result: CaseResult) -> Result:

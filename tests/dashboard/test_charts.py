@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 
 import pandas as pd
+import pytest
 from PIL import Image
 
-from diffbench.dashboard.charts import STYLES, _segments, styles_for, trend_png
+from diffbench.dashboard.charts import STYLES, _segments, styles_for, trend_figure, trend_png
 
 
 def history() -> pd.DataFrame:
@@ -33,3 +34,13 @@ def test_png_is_drawn_with_sglangs_styles() -> None:
     assert styles["diffusers-a"] != styles["diffusers-b"]
     png = trend_png("flux", history(), styles_for(["sglang", "vllm-omni"]))
     assert Image.open(io.BytesIO(png)).size == (900, 360)
+
+
+@pytest.mark.parametrize("hour", ["00:00", "10:00", "23:30"])
+def test_one_run_reads_its_own_date(hour: str) -> None:
+    run = history().iloc[[0]].assign(started_at=pd.Timestamp(f"2026-11-29 {hour}", tz="UTC"))
+    figure = trend_figure("flux", run, styles_for(["sglang"]))
+    figure.draw_without_rendering()
+    axes = figure.axes[0]
+    dates = [label.get_text() for label in axes.get_xticklabels() if ":" not in label.get_text()]
+    assert dates == ["Nov-29"] and axes.xaxis.get_offset_text().get_text() == "2026-Nov-29"

@@ -45,6 +45,20 @@ def test_a_mistyped_parameter_is_refused_by_the_server(api: httpx.Client) -> Non
     assert response.status_code == 409 and "shards" in response.text
 
 
+def test_a_password_in_the_database_url_is_refused_before_a_flow_run_exists(api: httpx.Client) -> None:
+    adhoc = deployment(api, "diffusion-comparison/adhoc")
+    before = api.post("flow_runs/count", json={}).json()
+    response = api.post(f"deployments/{adhoc['id']}/create_flow_run",
+                        json={"parameters": {"database_url": "postgresql+psycopg://bench:s3cret@db:5432/results"}})
+    assert response.status_code == 409 and "database_url" in response.text
+    assert api.post("flow_runs/count", json={}).json() == before
+    assert "s3cret" not in api.post("flow_runs/filter", json={}).text
+
+
+def test_a_quick_run_of_adhoc_is_the_demo(api: httpx.Client) -> None:
+    assert deployment(api, "diffusion-comparison/adhoc")["parameters"] == {"config": "demo", "trigger": "manual"}
+
+
 def test_shard_deployment_exists(api: httpx.Client) -> None:
     shard = deployment(api, "diffusion-shard/shard")
     assert set(shard["parameter_openapi_schema"]["properties"]) == {"config", "pairs", "run_id"}

@@ -21,6 +21,7 @@ from prefect.client.schemas.filters import (
     LogFilter,
     LogFilterFlowRunId,
 )
+from prefect.exceptions import ParameterTypeError
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -163,10 +164,9 @@ def test_failures_are_classified_isolated_and_cleaned_up(prefect_api, tiny_model
 def test_a_password_in_the_parameter_is_refused(prefect_api, isolated: Path, tiny_models,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     from diffbench.cli import main
-    from diffbench.errors import ConfigError
 
     config = write_matrix(isolated / "nightly.yaml", tiny_models, GOOD_CASES)
-    with pytest.raises(ConfigError, match="carries a password"):
+    with pytest.raises(ParameterTypeError, match="database_url"):
         diffusion_comparison(config=str(config), database_url="postgresql+psycopg://u:pw@db/results")
     # From the CLI it is refused before a flow run exists: its parameters would show the password.
     with get_client(sync_client=True) as client:
