@@ -54,6 +54,13 @@ def _tiny_model(args: argparse.Namespace) -> int:
 
 # Exit codes of a run a signal stopped, as a shell reports a process the signal ended.
 STOPPED_EXIT = {"SIGINT": 130, "SIGTERM": 143}
+EXIT_CODES = """exit codes:
+  0    done; every case measured
+  1    a case failed, or an error its one-line message names (error [class]: ...)
+  2    an invalid configuration or command line
+  130  stopped by Ctrl-C (the run is marked cancelled)
+  143  stopped by SIGTERM (the run is marked cancelled)
+`diffbench trigger` has its own: see `diffbench trigger --help`."""
 
 
 def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
@@ -171,7 +178,8 @@ def _infra_up(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="diffbench", description=__doc__)
+    root = argparse.ArgumentParser(prog="diffbench", description=__doc__, epilog=EXIT_CODES,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     root.add_argument("--version", action="version", version=f"diffbench {diffbench.__version__}")
     commands = root.add_subparsers(dest="command", required=True)
 
@@ -186,20 +194,22 @@ def parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the reference engine (a diffusers pipeline over HTTP)")
     serve.add_argument("--model", required=True, help="diffusers pipeline folder")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=30000)
-    serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=30000, help="port to listen on (default: %(default)s)")
+    serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                       help="where the pipeline runs (auto: cuda when there is a GPU)")
     serve.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                        help="weights and compute type (auto: bfloat16 on CUDA, float32 on CPU)")
     serve.set_defaults(handler=_serve)
 
     tiny = commands.add_parser("tiny-model", help="build a random-weight tiny pipeline, offline")
-    tiny.add_argument("--arch", required=True, choices=["flux", "wan"])
-    tiny.add_argument("--out", type=Path, required=True)
+    tiny.add_argument("--arch", required=True, choices=["flux", "wan"], help="the architecture to build")
+    tiny.add_argument("--out", type=Path, required=True, help="folder for the pipeline (model_index.json and parts)")
     tiny.set_defaults(handler=_tiny_model)
 
     run = commands.add_parser("run", help="run the comparison flow here, on this host")
-    run.add_argument("--config", type=Path, required=True, help="case matrix, YAML or JSON")
+    run.add_argument("--config", type=Path, required=True,
+                     help="case matrix, YAML or JSON; `demo` for the demo's tiny models, built here")
     run.add_argument("--cases", type=_names, help="comma-separated case ids (default: all)")
     run.add_argument("--frameworks", type=_names, help="comma-separated frameworks (default: all)")
     run.add_argument("--label", help="shown on the dashboard, e.g. a release tag")
@@ -213,7 +223,7 @@ def parser() -> argparse.ArgumentParser:
     board.set_defaults(handler=_dashboard)
 
     imports = commands.add_parser("import-sglang", help="load sglang nightly result files as history")
-    imports.add_argument("files", type=Path, nargs="+")
+    imports.add_argument("files", type=Path, nargs="+", help="sglang result files (JSON), each imported once")
     imports.add_argument("--database-url", help="default: DIFFBENCH_DATABASE_URL, else a local SQLite file")
     imports.set_defaults(handler=_import_sglang)
 
@@ -221,7 +231,7 @@ def parser() -> argparse.ArgumentParser:
     infra_commands = infra.add_subparsers(dest="infra_command", required=True)
     up = infra_commands.add_parser("up", help="server, gpu pool, automation, deployments and one worker")
     up.add_argument("--home", type=Path, default=Path(".diffbench/infra"), help="logs and the server's database")
-    up.add_argument("--port", type=int, default=4200)
+    up.add_argument("--port", type=int, default=4200, help="the Prefect server's port (default: %(default)s)")
     up.add_argument("--worker", default="local-gpu-1", help="the worker's name")
     up.set_defaults(handler=_infra_up)
 
@@ -229,7 +239,8 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("trigger", help="start a deployment run through the Prefect API and follow it")
 
     demo = commands.add_parser("demo", help="the whole flow on the tiny models, two reference configurations, SQLite")
-    demo.add_argument("--workdir", type=Path, default=Path(".diffbench/demo"))
+    demo.add_argument("--workdir", type=Path, default=Path(".diffbench/demo"),
+                      help="models, results and dashboard of the demo (default: %(default)s)")
     demo.set_defaults(handler=_demo)
     return root
 

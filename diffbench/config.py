@@ -45,6 +45,11 @@ class CaseMatrix:
         return [p for p in self.pairs
                 if (cases is None or p.case.id in cases) and (frameworks is None or p.framework in frameworks)]
 
+    def not_run(self, cases: list[str] | None = None, frameworks: list[str] | None = None) -> list[tuple[str, str]]:
+        """The (case, framework) pairs of the selection that have no adapter: reported, never measured."""
+        return [(case_id, fw) for case_id, fw in self.unsupported
+                if (cases is None or case_id in cases) and (frameworks is None or fw in frameworks)]
+
 
 def _describe(error: dict[str, Any]) -> str:
     kind, ctx, value = error["type"], error.get("ctx", {}), error.get("input")

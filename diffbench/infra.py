@@ -87,7 +87,7 @@ class LocalStack:
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.home / f"{name}.log", "ab") as log:
-            # Own session: a worker started from a script ignores SIGTERM otherwise (PREFECT.md).
+            # Own session: a worker started with `&` from a script can ignore SIGTERM for 45 s or more.
             process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        start_new_session=True, cwd=PROJECT)
         self.processes[name] = process

@@ -108,7 +108,8 @@ def diffusion_comparison(
     pairs = matrix.select(cases or None, frameworks or None)
     hardware = detect(settings.gpus)
     with Recorder(settings.database_url.get_secret_value(), settings.spool_dir) as recorder:
-        run = start_run(recorder, matrix, pairs, trigger, label, hardware, settings)
+        run = start_run(recorder, matrix, pairs, matrix.not_run(cases or None, frameworks or None), trigger, label,
+                        hardware, settings)
         try:
             if shards > 1:
                 outcomes = run_shards(config, pairs, shards, run.id, recorder, hardware.gpu_model)

@@ -28,12 +28,12 @@ from diffbench.storage.store import redacted
 
 
 @task(cache_policy=NO_CACHE)
-def start_run(recorder: Recorder, matrix: CaseMatrix, pairs: list[Pair], trigger: Trigger, label: str | None,
-              hardware: Hardware, settings: Settings) -> RunInfo:
+def start_run(recorder: Recorder, matrix: CaseMatrix, pairs: list[Pair], without_adapter: list[tuple[str, str]],
+              trigger: Trigger, label: str | None, hardware: Hardware, settings: Settings) -> RunInfo:
     """Close what a killed run left behind, then record the run and its plan (idempotent per flow run).
 
-    Every selected pair is stored `pending` and every framework without an adapter `not_run`, so a
-    run that stops halfway still lists each case it did not finish.
+    Every pair is stored `pending` and every (case, framework) `without_adapter` `not_run`, so a run
+    that stops halfway still lists each case it did not finish.
     """
     logger = get_run_logger()
     host = f"{getpass.getuser()}@{socket.gethostname()}"
@@ -51,10 +51,9 @@ def start_run(recorder: Recorder, matrix: CaseMatrix, pairs: list[Pair], trigger
         owner_pid=owner.pid, owner_started=owner.started,
     )
     stored = recorder.open_run(run)
-    selected = {(p.case.id, p.framework) for p in pairs}
     cases = {case.id: case for case in matrix.matrix.cases}
     not_run = [not_run_result(cases[case_id], framework, hardware.gpu_model, settings.host_label)
-               for case_id, framework in matrix.unsupported if case_id in {c for c, _ in selected}]
+               for case_id, framework in without_adapter]
     for result in not_run:
         logger.warning("%s/%s: not run, diffbench has no adapter for %s", result.case_id, result.framework,
                        result.framework)

@@ -70,7 +70,7 @@ def worker_env(stack: LocalStack, name: str) -> dict[str, str]:
     """Each worker is a host of its own: its own state folder and name."""
     home = stack.home / name
     return {"DIFFBENCH_STATE_DIR": str(home / "state"), "DIFFBENCH_DASHBOARD_DIR": str(home / "dashboard"),
-            "DIFFBENCH_HOST_LABEL": name}
+            "DIFFBENCH_HOST_LABEL": name, "DIFFBENCH_HOST_LOCK": str(home / "measuring.lock")}
 
 
 @pytest.fixture(scope="session")

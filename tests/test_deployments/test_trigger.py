@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from diffbench import cli, trigger
 from test_deployments.conftest import AUTH, stored_results
@@ -121,3 +125,23 @@ def test_the_workflow_script_still_parses_its_arguments() -> None:
                             env=os.environ | {"PYTHONPATH": str(PROJECT)}, capture_output=True, text=True,
                             check=False, timeout=60)
     assert script.returncode == 0 and "usage: " in script.stdout and "exit codes:" in script.stdout
+
+
+def test_a_quick_run_of_adhoc_with_its_defaults_completes_offline(stack, worker, api, results_url: str) -> None:
+    """What a user's first click in the UI does: the demo's tiny models, built on the worker, no hub."""
+    deployment = api.get("deployments/name/diffusion-comparison/adhoc").json()
+    flow_run = api.post(f"deployments/{deployment['id']}/create_flow_run", json={}).json()
+    deadline = time.monotonic() + 540
+    while (flow_run := api.get(f"flow_runs/{flow_run['id']}").json())["state"]["type"] not in trigger.TERMINAL:
+        assert time.monotonic() < deadline, flow_run["state"]
+        time.sleep(2)
+    assert flow_run["state"]["type"] == "COMPLETED", flow_run["state"]["message"]
+    assert re.fullmatch(r"adhoc-\d{4}-\d\d-\d\d-\d{4}", flow_run["name"])  # a name to find it by
+    engine = create_engine(results_url, poolclass=NullPool)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT s.case_id, s.framework, s.status FROM runs r JOIN results s ON "
+                                       "s.run_id = r.id WHERE r.flow_run_id = :id ORDER BY 1, 2"),
+                                  {"id": flow_run["id"]}).all()
+    engine.dispose()
+    assert [tuple(row) for row in rows] == [(case, framework, "ok") for case in ("tiny_flux_t2i_64", "tiny_wan_t2v_64")
+                                            for framework in ("diffusers-bf16", "diffusers-fp32")]

@@ -118,6 +118,7 @@ def test_a_stopped_run_is_marked_cancelled_keeping_what_it_measured(tiny_models,
     reason = {"ctrl-c": "SIGINT", "sigterm": "SIGTERM"}[stop]
     run_id, status, finished_at = run.run_row()
     assert f"run {run_id} cancelled: the run was stopped by {reason}" in output
+    assert f"Flow run 'adhoc-{stop}'" in output  # named after its label
     assert code == {"ctrl-c": 130, "sigterm": 143}[stop], output[-3000:]
     assert output.strip().splitlines()[-1] == (f"stopped by {reason}: the run is marked cancelled, with every "
                                                "sample measured before the stop")
