@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+from datetime import date
 from pathlib import Path
 from types import FrameType
 
@@ -141,6 +142,36 @@ def _dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _regressions(args: argparse.Namespace) -> int:
+    from diffbench.regressions import detect  # noqa: PLC0415
+    from diffbench.settings import Settings  # noqa: PLC0415
+    from diffbench.storage import store  # noqa: PLC0415
+
+    engine = store.open_database(args.database_url or Settings().database_url.get_secret_value())
+    try:
+        points = store.nightly_points(engine, args.case, args.framework)
+    finally:
+        engine.dispose()
+    changes = [change for (case_id, framework), series in sorted(points.items())
+               for change in detect(case_id, framework, series) if args.since is None or change.date >= args.since]
+    if args.json:
+        print(json.dumps([change.as_dict() for change in changes], indent=2))
+        return 0
+    for c in changes:
+        builds = f"{c.engine_version_before or '?'} → {c.engine_version_after or '?'}"
+        print(f"{c.date}  {c.kind:<11} {c.case_id}/{c.framework}: {c.before:.3f} s → {c.after:.3f} s "
+              f"(×{c.ratio:.3f}, confidence {c.confidence:.2f}; {builds}; run {c.run_id})")
+    print(f"{len(changes)} change(s)" if changes else "no change found")
+    return 0
+
+
+def _since(value: str) -> str:
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
 def _import_sglang(args: argparse.Namespace) -> int:
     from diffbench.settings import Settings  # noqa: PLC0415
     from diffbench.sglang_import import import_file  # noqa: PLC0415
@@ -226,6 +257,14 @@ def parser() -> argparse.ArgumentParser:
     imports.add_argument("files", type=Path, nargs="+", help="sglang result files (JSON), each imported once")
     imports.add_argument("--database-url", help="default: DIFFBENCH_DATABASE_URL, else a local SQLite file")
     imports.set_defaults(handler=_import_sglang)
+
+    changes = commands.add_parser("regressions", help="level changes in the nightly history of each series")
+    changes.add_argument("--since", type=_since, help="only changes first seen on or after this date (YYYY-MM-DD)")
+    changes.add_argument("--case", help="only this case id")
+    changes.add_argument("--framework", help="only this framework")
+    changes.add_argument("--json", action="store_true", help="print one JSON list")
+    changes.add_argument("--database-url", help="default: DIFFBENCH_DATABASE_URL, else a local SQLite file")
+    changes.set_defaults(handler=_regressions)
 
     infra = commands.add_parser("infra", help="a local Prefect server and worker, without Docker")
     infra_commands = infra.add_subparsers(dest="infra_command", required=True)

@@ -19,6 +19,14 @@ ResultStatus = Literal["ok", "failed", "not_run", "pending", "running"]
 UNFINISHED = ("pending", "running")
 
 
+def series_key(config_hash: str, engine: str, hardware: str, methodology: str) -> str:
+    """Results with the same key are comparable: same case config, engine, hardware and method.
+
+    The engine's build (version, image digest) is not part of it: it is what a series watches change.
+    """
+    return hashlib.sha256(json.dumps([config_hash, engine, hardware, methodology]).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """One benchmark run: who started it, where, with what."""
@@ -85,11 +93,7 @@ class CaseResult:
 
     @property
     def series_key(self) -> str:
-        """Results with the same key are comparable: same case config, engine, hardware, method."""
-        controls = [self.config_hash, self.engine, self.hardware, self.methodology]
-        if self.image_digest:
-            controls.append(self.image_digest)  # a new image is a new build of the engine: a new series
-        return hashlib.sha256(json.dumps(controls).encode()).hexdigest()[:16]
+        return series_key(self.config_hash, self.engine, self.hardware, self.methodology)
 
     @property
     def outcome(self) -> Outcome:

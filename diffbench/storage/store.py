@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from diffbench.errors import ConfigError, StorageUnavailable
+from diffbench.regressions import Point
 from diffbench.results import UNFINISHED, CaseResult, Outcome, RunInfo
 from diffbench.storage import migrate
 from diffbench.storage.models import Result, Run, SampleRow, StageTiming
@@ -172,6 +173,30 @@ RESULT_COLUMNS = [
     Result.config_hash, Result.series_key, Result.methodology, Result.num_gpus, Result.engine_version,
     Result.model, Result.task, Result.host,
 ]
+
+
+def nightly_points(engine: Engine, case_id: str | None = None,
+                   framework: str | None = None) -> dict[tuple[str, str], list[Point]]:
+    """Each (case, framework)'s measured nightly results, oldest first, with every client latency."""
+    where = [Run.trigger == "schedule", Result.status == "ok"]
+    where += [Result.case_id == case_id] if case_id is not None else []
+    where += [Result.framework == framework] if framework is not None else []
+    results = (select(Result.id, Result.case_id, Result.framework, Result.run_id, Run.started_at, Result.series_key,
+                      Result.engine_version).join(Run, Run.id == Result.run_id).where(*where)
+               .order_by(Run.started_at, Result.id))
+    latencies = (select(SampleRow.result_id, SampleRow.client_latency_s).join(Result).join(Run).where(*where)
+                 .order_by(SampleRow.result_id, SampleRow.index))
+    samples: dict[int, list[float]] = {}
+    with reachable(str(engine.url)), Session(engine) as session:
+        rows = session.execute(results).all()
+        for result_id, latency in session.execute(latencies):
+            samples.setdefault(result_id, []).append(latency)
+    points: dict[tuple[str, str], list[Point]] = {}
+    for result_id, case, fw, run_id, started_at, series, version in rows:
+        if samples.get(result_id):
+            points.setdefault((case, fw), []).append(
+                Point(run_id, started_at, series, tuple(samples[result_id]), version))
+    return points
 
 
 def results_frame(engine: Engine, case_ids: list[str] | None = None) -> pd.DataFrame:
