@@ -20,7 +20,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from diffbench.regressions import Change, detect
+from diffbench.regressions import Change, scan
 from diffbench.results import CaseResult, RunInfo
 from diffbench.sglang_import import import_file
 from diffbench.storage import store
@@ -36,8 +36,7 @@ def history_changes(folder: Path, database: Path) -> list[Change]:
         import_file(engine, path)
     points = store.nightly_points(engine)
     engine.dispose()
-    return [change for (case_id, framework), series in sorted(points.items())
-            for change in detect(case_id, framework, series)]
+    return scan(points)
 
 
 def matches(change: Change, label: dict[str, str]) -> bool:
@@ -67,7 +66,7 @@ def year_scan_s(folder: Path) -> tuple[float, int]:
         recorder.record_all(run.id, results)
     began = time.perf_counter()
     points = store.nightly_points(recorder.engine())
-    found = [c for (case_id, fw), series in points.items() for c in detect(case_id, fw, series)]
+    found = scan(points)
     seconds = time.perf_counter() - began
     recorder.close()
     return seconds, len(found)

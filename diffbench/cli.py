@@ -125,12 +125,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _dashboard(args: argparse.Namespace) -> int:
     from diffbench import dashboard  # noqa: PLC0415
+    from diffbench.regressions import scan  # noqa: PLC0415
     from diffbench.settings import Settings  # noqa: PLC0415
     from diffbench.storage import store  # noqa: PLC0415
 
-    url = args.database_url or Settings().database_url.get_secret_value()
+    engine = store.open_database(args.database_url or Settings().database_url.get_secret_value())
     try:
-        page = dashboard.build(store.results_frame(store.open_database(url)), args.run)
+        page = dashboard.build(store.results_frame(engine), args.run, scan(store.nightly_points(engine)))
     except LookupError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 1
@@ -143,7 +144,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def _regressions(args: argparse.Namespace) -> int:
-    from diffbench.regressions import detect  # noqa: PLC0415
+    from diffbench.regressions import scan  # noqa: PLC0415
     from diffbench.settings import Settings  # noqa: PLC0415
     from diffbench.storage import store  # noqa: PLC0415
 
@@ -152,8 +153,7 @@ def _regressions(args: argparse.Namespace) -> int:
         points = store.nightly_points(engine, args.case, args.framework)
     finally:
         engine.dispose()
-    changes = [change for (case_id, framework), series in sorted(points.items())
-               for change in detect(case_id, framework, series) if args.since is None or change.date >= args.since]
+    changes = [change for change in scan(points) if args.since is None or change.date >= args.since]
     if args.json:
         print(json.dumps([change.as_dict() for change in changes], indent=2))
         return 0

@@ -154,3 +154,9 @@ def detect(case_id: str, framework: str, points: Sequence[Point], metric: str = 
                                   "regression" if after > before else "improvement", after / before, before, after,
                                   confidence, last.engine_version, first.engine_version, CONFIRM))
     return changes
+
+
+def scan(points: dict[tuple[str, str], list[Point]]) -> list[Change]:
+    """Every change of every (case, framework) series, by case, framework and date."""
+    return [change for (case_id, framework), series in sorted(points.items())
+            for change in detect(case_id, framework, series)]

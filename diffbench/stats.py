@@ -34,13 +34,3 @@ def relative_change(current: float, history: list[float]) -> float | None:
         return None
     reference = statistics.median(history)
     return (current - reference) / reference if reference else None
-
-
-def is_regression(current: Summary, history: list[float], threshold: float = 0.05) -> bool:
-    """Slower by more than `threshold` and than the noise of both this run and history.
-
-    A 5 % threshold alone fired on noise in sglang's nightly; the change must also leave
-    the range the recent history covered.
-    """
-    change = relative_change(current.median, history)
-    return change is not None and change > max(threshold, current.spread) and current.min > max(history)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
 from prefect.exceptions import TerminationSignal
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -69,11 +70,22 @@ def run_shards(config: str, pairs: list[Pair], shards: int, run_id: str, recorde
     return store.run_outcomes(recorder.engine(), run_id)
 
 
+def effective_trigger(requested: Trigger, auto_scheduled: bool) -> Trigger:
+    """`schedule` exactly for the runs Prefect's scheduler created: no parameter makes a run nightly history."""
+    if auto_scheduled:
+        return "schedule"
+    if requested == "schedule":
+        get_run_logger().warning("trigger 'schedule' is for runs the nightly schedule created; this run is manual")
+        return "manual"
+    return requested
+
+
 def run_name() -> str:
     """`nightly-2026-11-29` for the schedule, `adhoc-<label>` (or the time) for the rest: names to find runs by."""
     parameters = runtime.flow_run.parameters
     now = datetime.now(UTC)
-    if parameters.get("trigger") == "schedule":
+    context = FlowRunContext.get()
+    if context and context.flow_run and context.flow_run.auto_scheduled:
         return f"nightly-{now:%Y-%m-%d}"
     return f"adhoc-{parameters.get('label') or f'{now:%Y-%m-%d-%H%M}'}"
 
@@ -96,13 +108,16 @@ def diffusion_comparison(
         cases: Case ids to run; all when empty.
         frameworks: Frameworks to run; all when empty.
         label: Free text shown on the dashboard, e.g. a release tag.
-        trigger: `schedule` for the nightly history; `manual` and `api` runs are kept but labelled.
+        trigger: `manual` or `api`, kept but labelled. Only a run Prefect's scheduler created is `schedule`
+            (the nightly history), whatever this says.
         database_url: Results database without a password (refused: parameters are visible in the UI); default
             from DIFFBENCH_DATABASE_URL, else a local SQLite file.
         shards: Split the run over this many `diffusion-shard` flow runs on the pool's workers
             (cases of one model stay together); 1 measures everything here.
     """
     stop_servers_on_signals()
+    context = FlowRunContext.get()
+    trigger = effective_trigger(trigger, bool(context and context.flow_run and context.flow_run.auto_scheduled))
     settings = Settings(**({"database_url": public_url(database_url)} if database_url else {}))
     matrix = load_matrix(demo.matrix_path(config, settings.state_dir))
     pairs = matrix.select(cases or None, frameworks or None)

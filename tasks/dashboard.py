@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from diffbench import dashboard
+from diffbench.regressions import scan
 from diffbench.storage import store
 from diffbench.storage.recorder import Recorder
 from tasks.retry import is_retryable
@@ -19,7 +20,8 @@ ARTIFACT_KEY = "diffusion-comparison-dashboard"
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=is_retryable)
 def render_dashboard(recorder: Recorder, run_id: str, out: Path) -> Path:
     recorder.flush()  # results spooled while the database was away belong on the page too
-    page = dashboard.build(store.results_frame(recorder.engine()), run_id)
+    engine = recorder.engine()
+    page = dashboard.build(store.results_frame(engine), run_id, scan(store.nightly_points(engine)))
     index = page.write(out)
     create_markdown_artifact(key=ARTIFACT_KEY, markdown=page.inline_markdown(),
                              description=f"Diffusion serving comparison, run {run_id}")

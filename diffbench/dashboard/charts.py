@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from itertools import cycle
 
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
+
+from diffbench.regressions import Change
 
 # sglang's dashboard colours and markers, kept so that the two can be read side by side.
 STYLES = {
@@ -33,19 +37,22 @@ def _segments(rows: pd.DataFrame) -> list[pd.DataFrame]:
     return [segment for _, segment in rows.groupby(breaks, sort=True)]
 
 
-def trend_png(case_id: str, history: pd.DataFrame, styles: dict[str, dict[str, str]]) -> bytes:
+def trend_png(case_id: str, history: pd.DataFrame, styles: dict[str, dict[str, str]],
+              changes: Sequence[Change] = ()) -> bytes:
     """The trend chart of `trend_figure` as PNG bytes."""
     buffer = io.BytesIO()
-    trend_figure(case_id, history, styles).savefig(buffer, format="png")
+    trend_figure(case_id, history, styles, changes).savefig(buffer, format="png")
     return buffer.getvalue()
 
 
-def trend_figure(case_id: str, history: pd.DataFrame, styles: dict[str, dict[str, str]]) -> Figure:
+def trend_figure(case_id: str, history: pd.DataFrame, styles: dict[str, dict[str, str]],
+                 changes: Sequence[Change] = ()) -> Figure:
     """Median client latency over time per framework.
 
     Lines join nightly results of one series only; a config change starts a new segment,
-    marked by a dotted rule. Manual and API runs are hollow points; failures are crosses
-    on the time axis.
+    marked by a dotted rule. The detector's regressions and improvements are triangles at
+    their first run after. Manual and API runs are hollow points; failures are crosses on the
+    time axis; cancelled runs are not drawn. The y-axis spans the data, so that a 5 % step shows.
     """
     figure = Figure(figsize=(9, 3.6), dpi=100, layout="constrained")
     axes = figure.add_subplot()
@@ -66,7 +73,9 @@ def trend_figure(case_id: str, history: pd.DataFrame, styles: dict[str, dict[str
             axes.plot(adhoc["started_at"], adhoc["median_s"], linestyle="none", marker=style["marker"],
                       markerfacecolor="none", color=style["color"],
                       label=f"{framework} (manual/api)" if nightly.empty else None)
-        failed = rows[rows["status"] == "failed"]  # not a framework without adapter, nor one still pending
+        _mark_changes(axes, nightly, [c for c in changes if c.framework == framework and c.kind != "break"], style)
+        # Not a framework without adapter, a case still pending, nor one a stopped run never finished.
+        failed = rows[(rows["status"] == "failed") & (rows["error_class"] != "cancelled")]
         if not failed.empty:
             axes.plot(failed["started_at"], [0.0] * len(failed), linestyle="none", marker="x", color=style["color"],
                       markersize=7, transform=axes.get_xaxis_transform(), clip_on=False,
@@ -82,9 +91,21 @@ def trend_figure(case_id: str, history: pd.DataFrame, styles: dict[str, dict[str
     axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     axes.set_title(f"{case_id}: median client latency")
     axes.set_ylabel("seconds")
-    top = history["median_s"].max()
-    axes.set_ylim(0, top * 1.15 if pd.notna(top) and top > 0 else 1.0)
+    low, top = history["median_s"].min(), history["median_s"].max()
+    if pd.notna(top) and top > 0:
+        margin = max(top - low, 0.05 * top) * 0.15
+        axes.set_ylim(max(0.0, low - margin), top + margin)
     axes.grid(alpha=0.3)
     if axes.get_legend_handles_labels()[0]:
-        axes.legend(fontsize=8, loc="upper left")
+        # Outside the plot: a legend inside can hide points.
+        axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return figure
+
+
+def _mark_changes(axes: Axes, nightly: pd.DataFrame, changes: list[Change], style: dict[str, str]) -> None:
+    for change in changes:
+        at = nightly[nightly["run_id"] == change.run_id]
+        if not at.empty:
+            axes.plot(at["started_at"], at["median_s"], linestyle="none", markersize=11, color=style["color"],
+                      marker="^" if change.kind == "regression" else "v", markerfacecolor="none",
+                      label=f"{change.kind} ×{change.ratio:.2f}")

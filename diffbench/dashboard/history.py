@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from diffbench.stats import Summary, is_regression, relative_change
+from diffbench.stats import relative_change
 
 HISTORY_NIGHTS = 5
 
@@ -29,11 +29,9 @@ def comparable_history(frame: pd.DataFrame, row: pd.Series) -> list[float]:
     return earlier["median_s"].tail(HISTORY_NIGHTS).tolist()
 
 
-def change(frame: pd.DataFrame, row: pd.Series) -> tuple[float | None, bool]:
-    """Relative change against comparable history, and whether it counts as a regression."""
-    history = comparable_history(frame, row)
-    summary = Summary(int(row["n"]), row["median_s"], row["min_s"], row["max_s"])
-    return relative_change(row["median_s"], history), is_regression(summary, history)
+def change(frame: pd.DataFrame, row: pd.Series) -> float | None:
+    """Relative change against the median of comparable history."""
+    return relative_change(row["median_s"], comparable_history(frame, row))
 
 
 def baseline_of(run: pd.DataFrame) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,11 @@ import pandas as pd
 
 from diffbench.dashboard.charts import styles_for, trend_png
 from diffbench.dashboard.history import HISTORY_NIGHTS, baseline_of, change, pick_run
+from diffbench.regressions import Change
 from diffbench.results import UNFINISHED
+
+# How far back the Changes section looks from the run's date.
+CHANGE_DAYS = 14
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,32 @@ def _incomplete(run: pd.DataFrame) -> list[str]:
     return [f"> ⚠ **Incomplete run**: it {what}; {done} of {len(measured)} case(s) measured.", ""]
 
 
-def _cell(frame: pd.DataFrame, row: pd.Series | None) -> str:
+def _changes(run: pd.DataFrame, changes: Sequence[Change]) -> list[str]:
+    """The changes of this run's cases over the `CHANGE_DAYS` up to it, newest first."""
+    day = run.iloc[0]["started_at"]
+    since, until = f"{day - pd.Timedelta(days=CHANGE_DAYS):%Y-%m-%d}", f"{day:%Y-%m-%d}"
+    cases = set(run["case_id"])
+    recent = [c for c in changes if c.case_id in cases and since <= c.date <= until]
+    lines = ["## Changes", ""]
+    if not recent:
+        return [*lines, f"No level change in the last {CHANGE_DAYS} days.", ""]
+    lines += ["| first run after | case | framework | change | level | confidence | engine builds (good → first) |",
+              "|---|---|---|---|---|---|---|"]
+    for c in sorted(recent, key=lambda c: c.date, reverse=True):
+        what = "**regression** ⚠" if c.kind == "regression" else c.kind
+        lines.append(f"| {c.date} | {c.case_id} | {c.framework} | {what} ×{c.ratio:.3f} | {c.before:.3f} s → "
+                     f"{c.after:.3f} s | {c.confidence:.2f} | {c.engine_version_before} → {c.engine_version_after} |")
+    return [*lines, ""]
+
+
+def _regressed(changes: Sequence[Change], row: pd.Series) -> bool:
+    """Whether the detector's latest change of this series, as of this run, is a regression."""
+    day = f"{row['started_at']:%Y-%m-%d}"
+    known = [c for c in changes if c.case_id == row["case_id"] and c.framework == row["framework"] and c.date <= day]
+    return bool(known) and known[-1].kind == "regression"
+
+
+def _cell(frame: pd.DataFrame, row: pd.Series | None, changes: Sequence[Change]) -> str:
     if row is None:
         return "—"
     if row["status"] == "not_run":
@@ -76,10 +106,9 @@ def _cell(frame: pd.DataFrame, row: pd.Series | None) -> str:
         return f"*{row['status']}*" if row["status"] in UNFINISHED else f"**{row['error_class']}**"
     spread = (row["max_s"] - row["min_s"]) / 2
     text = f"{row['median_s']:.3f} s ±{spread:.3f}"
-    delta, regressed = change(frame, row)
-    if delta is not None:
-        text += f" ({delta:+.1%}{' ⚠' if regressed else ''})"
-    return text
+    if (delta := change(frame, row)) is not None:
+        text += f" ({delta:+.1%})"
+    return text + (" ⚠" if _regressed(changes, row) else "")
 
 
 def _ratio(row: pd.Series | None, base: pd.Series | None) -> str:
@@ -88,34 +117,36 @@ def _ratio(row: pd.Series | None, base: pd.Series | None) -> str:
     return f"{row['median_s'] / base['median_s']:.2f}×"
 
 
-def build(frame: pd.DataFrame, run_id: str | None = None) -> Dashboard:
-    """The dashboard of one run (default: the latest) against the history in `frame`."""
+def build(frame: pd.DataFrame, run_id: str | None = None, changes: Sequence[Change] = ()) -> Dashboard:
+    """The dashboard of one run (default: the latest) against the history in `frame` and its `changes`."""
     run_id = pick_run(frame, run_id)
     run = frame[frame["run_id"] == run_id]
     baseline = baseline_of(run)
     frameworks = [baseline] + [fw for fw in dict.fromkeys(run["framework"]) if fw != baseline]
-    lines = _header(run)
+    lines = _header(run) + _changes(run, changes)
     ratio_columns = [f"{fw} / {baseline}" for fw in frameworks[1:]]
     lines.append("| case | " + " | ".join(frameworks + ratio_columns) + " |")
     lines.append("|---" * (1 + len(frameworks) + len(ratio_columns)) + "|")
     cases = list(dict.fromkeys(run["case_id"]))
     for case_id in cases:
         rows = {r["framework"]: r for _, r in run[run["case_id"] == case_id].iterrows()}
-        cells = [_cell(frame, rows.get(fw)) for fw in frameworks]
+        cells = [_cell(frame, rows.get(fw), changes) for fw in frameworks]
         ratios = [_ratio(rows.get(fw), rows.get(baseline)) for fw in frameworks[1:]]
         lines.append(f"| {case_id} | " + " | ".join(cells + ratios) + " |")
     lines += [
         "",
         "Median client latency (submit until the output is decoded) ± half the min–max range of the measured "
         f"requests; in brackets, the change against the median of the last {HISTORY_NIGHTS} comparable nightly "
-        "results (same case config, engine, hardware and methodology); ⚠ marks a regression beyond both 5 % and "
-        "the noise. A failure shows its error class; a framework diffbench has no adapter for shows as not run.",
+        "results (same case config, engine, hardware and methodology); ⚠ marks a series whose latest confirmed "
+        "change is a regression (see Changes). A failure shows its error class; a framework diffbench has no "
+        "adapter for shows as not run.",
         "",
     ]
     styles = styles_for(list(dict.fromkeys(frame[frame["case_id"].isin(cases)]["framework"])))
     charts = {}
     for case_id in cases:
         history = frame[frame["case_id"] == case_id]
-        charts[case_id] = trend_png(case_id, history, {fw: styles[fw] for fw in dict.fromkeys(history["framework"])})
+        charts[case_id] = trend_png(case_id, history, {fw: styles[fw] for fw in dict.fromkeys(history["framework"])},
+                                    [c for c in changes if c.case_id == case_id])
         lines += [f"## {case_id}", "", f"![{case_id}]({case_id}.png)", ""]
     return Dashboard("\n".join(lines), charts, run_id)

@@ -9,12 +9,14 @@ import pytest
 from PIL import Image
 
 from diffbench.dashboard.charts import STYLES, _segments, styles_for, trend_figure, trend_png
+from diffbench.regressions import Change
 
 
 def history() -> pd.DataFrame:
     rows = []
     for day in range(6):
         rows.append({"started_at": pd.Timestamp("2026-11-01", tz="UTC") + pd.Timedelta(days=day),
+                     "run_id": f"run{day}", "error_class": None if day != 3 else "oom",
                      "framework": "sglang", "status": "ok" if day != 3 else "failed", "trigger": "schedule",
                      "median_s": 1.0 + day / 10 if day != 3 else None, "max_s": 1.2, "min_s": 0.9,
                      "series_key": "a" if day < 4 else "b"})
@@ -44,3 +46,18 @@ def test_one_run_reads_its_own_date(hour: str) -> None:
     axes = figure.axes[0]
     dates = [label.get_text() for label in axes.get_xticklabels() if ":" not in label.get_text()]
     assert dates == ["Nov-29"] and axes.xaxis.get_offset_text().get_text() == "2026-Nov-29"
+
+
+def test_the_y_axis_shows_a_5_percent_step_and_changes_are_marked() -> None:
+    rows = [{"started_at": pd.Timestamp("2026-11-01", tz="UTC") + pd.Timedelta(days=day), "run_id": f"run{day}",
+             "framework": "sglang", "status": "ok", "error_class": None, "trigger": "schedule",
+             "median_s": 10.0 if day < 10 else 10.5, "series_key": "a"} for day in range(14)]
+    rows.append(rows[-1] | {"started_at": rows[-1]["started_at"] + pd.Timedelta(days=1), "run_id": "stopped",
+                            "status": "failed", "error_class": "cancelled", "median_s": None})
+    regression = Change("flux", "sglang", "client_latency_s", "2026-11-11", "run10", "regression", 1.05, 10.0, 10.5,
+                        0.99, "v9", "v10", 2)
+    axes = trend_figure("flux", pd.DataFrame(rows), styles_for(["sglang"]), [regression]).axes[0]
+    low, high = axes.get_ylim()
+    assert 9.0 < low < 10.0 and 10.5 < high < 11.0  # not from zero: the step is a tenth of the height
+    labels = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert "regression ×1.05" in labels and "sglang failed" not in labels  # a cancelled run is no failure

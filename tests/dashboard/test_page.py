@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from diffbench import dashboard
+from diffbench.regressions import scan
 from diffbench.storage import store
 
 from factories import make_result, make_run
@@ -43,10 +44,26 @@ def test_row_has_spread_ratio_and_change(history) -> None:
     page = dashboard.build(store.results_frame(history))
     assert page.run_id == "run5"
     assert "| case | sglang | vllm-omni | vllm-omni / sglang |" in page.markdown
-    assert table_row(page.markdown, "flux") == ["flux", "1.200 s ±0.010 (+20.0% ⚠)", "2.000 s ±0.020 (+0.0%)",
+    # One slow night is not yet a change: the detector waits for a second one before the ⚠.
+    assert table_row(page.markdown, "flux") == ["flux", "1.200 s ±0.010 (+20.0%)", "2.000 s ±0.020 (+0.0%)",
                                                 "1.67×"]
     assert table_row(page.markdown, "wan") == ["wan", "**oom**", "30.000 s ±0.000", "—"]
     assert "trigger **schedule**" in page.markdown and "engines: sglang 0.5.4" in page.markdown
+
+
+def test_a_confirmed_regression_is_flagged_and_listed_with_its_engine_range(history) -> None:
+    for day, version in ((5, "0.5.4"), (6, "0.5.4"), (7, "0.5.5"), (8, "0.5.5")):
+        slow = 1.0 if day < 7 else 1.2
+        night(history, day, [make_result("flux", "sglang", (slow, slow * 1.01, slow * 0.99), engine_version=version),
+                             make_result("flux", "vllm-omni", (2.0, 2.02, 1.98))])
+    changes = scan(store.nightly_points(history))
+    page = dashboard.build(store.results_frame(history), "run8", changes).markdown
+    assert table_row(page, "flux")[1].endswith("⚠") and not table_row(page, "flux")[2].endswith("⚠")
+    assert page.index("## Changes") < page.index("| case |")
+    assert "| 2026-11-08 | flux | sglang | **regression** ⚠ ×1.200 | 1.000 s → 1.200 s |" in page
+    assert "| 0.5.4 → 0.5.5 |" in page
+    # Seen from later nights, the first slow night is the first of the new level.
+    assert table_row(dashboard.build(store.results_frame(history), "run7", changes).markdown, "flux")[1].endswith("⚠")
 
 
 def test_only_comparable_nightly_results_count(history) -> None:

@@ -21,7 +21,7 @@ def test_nightly_is_scheduled_at_midnight_utc_on_the_gpu_pool(api: httpx.Client)
     [schedule] = nightly["schedules"]
     assert schedule["active"] and schedule["schedule"]["cron"] == "0 0 * * *"
     assert schedule["schedule"]["timezone"] == "UTC"
-    assert nightly["parameters"] == {"config": "deployments/nightly.yaml", "trigger": "schedule"}
+    assert nightly["parameters"] == {"config": "deployments/nightly.yaml"}  # nightly: made by the scheduler
     assert nightly["work_pool_name"] == "gpu" and nightly["enforce_parameter_schema"] is True
     assert nightly["entrypoint"] == "flows/nightly.py:diffusion_comparison"
 

@@ -181,7 +181,7 @@ def test_a_second_run_on_the_host_waits_for_the_first_and_says_for_whom(tiny_mod
 
 def test_an_input_image_that_cannot_be_fetched_fails_only_its_cases(prefect_api, tiny_models, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.nightly import CasesFailed, diffusion_comparison
+    from flows.nightly import CasesFailed, diffusion_comparison, effective_trigger
 
     monkeypatch.setenv("DIFFBENCH_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("DIFFBENCH_DASHBOARD_DIR", str(tmp_path / "dashboard"))
@@ -197,5 +197,9 @@ def test_an_input_image_that_cannot_be_fetched_fails_only_its_cases(prefect_api,
               num_inference_steps: 1, frameworks: {{diffusers: {{serve_args: --device cpu}}}}}}
         """))
     with pytest.raises(CasesFailed, match=r"1 case\(s\) failed: edit/diffusers: input_missing"):
-        diffusion_comparison(config=str(config))
-    assert "| edit | **input_missing** |" in (tmp_path / "dashboard" / "index.md").read_text()
+        diffusion_comparison(config=str(config), trigger="schedule")
+    page = (tmp_path / "dashboard" / "index.md").read_text()
+    assert "| edit | **input_missing** |" in page
+    # Asking for `schedule` does not make a run nightly history: only Prefect's scheduler does.
+    assert "trigger **manual**" in page
+    assert effective_trigger("api", auto_scheduled=True) == "schedule"
