@@ -28,6 +28,7 @@ from diffbench.storage.recorder import Recorder
 from diffbench.storage.store import NO_PASSWORD_URL, public_url
 from flows.measure import measure_pairs
 from flows.shard import SHARD_DEPLOYMENT
+from tasks.announce import announce
 from tasks.dashboard import render_dashboard
 from tasks.record import finish_run, mark_stopped, record_result, start_run
 
@@ -138,6 +139,10 @@ def diffusion_comparison(
             render_dashboard(recorder, run.id, settings.dashboard_dir)
         except OSError as exc:  # the results are stored; `diffbench dashboard` renders them elsewhere
             get_run_logger().error("dashboard not written to %s: %s", settings.dashboard_dir, exc.strerror)
+        try:
+            announce(recorder)
+        except Exception:  # noqa: BLE001 - what was measured is stored; the next run announces what is left
+            get_run_logger().exception("alerts not announced")
     outcomes = [o for o in outcomes if o.status != "not_run"]
     failed = [f"{o.case_id}/{o.framework}: {o.error_class}" for o in outcomes if o.status != "ok"]
     get_run_logger().info("%d of %d case(s) measured", len(outcomes) - len(failed), len(outcomes))

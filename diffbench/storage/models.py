@@ -2,7 +2,8 @@
 
 Portable between SQLite and Postgres: JSON columns, UTC timestamps, named constraints.
 History: schema 1 (2026-11-24) is the first; 2 (2026-11-29) adds each result's request and names
-a sample's peak memory `peak_reserved_mb`; 3 (2026-11-29) records the process that owns each run.
+a sample's peak memory `peak_reserved_mb`; 3 (2026-11-29) records the process that owns each run;
+4 recomputes series keys without the engine build; 5 keeps the alerts already announced.
 
 A run's status is `running`, then `ok` or `failed`, or `cancelled` (stopped by a signal or from the UI)
 or `crashed` (its process died, found by a later run on its host). A result's status is `pending` (not
@@ -170,3 +171,17 @@ class StageTiming(Base):
     duration_ms: Mapped[float]
 
     sample: Mapped[SampleRow] = relationship(back_populates="stages")
+
+
+class AlertRow(Base):
+    """An alert already announced: its key names the change or failure streak it reported."""
+
+    __tablename__ = "alerts"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    case_id: Mapped[str] = mapped_column(String(200))
+    framework: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    announced_at: Mapped[datetime]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from diffbench.alerts import Alert
 from diffbench.errors import ConfigError, StorageUnavailable
 from diffbench.regressions import Point
 from diffbench.results import UNFINISHED, CaseResult, Outcome, RunInfo
 from diffbench.storage import migrate
-from diffbench.storage.models import Result, Run, SampleRow, StageTiming
+from diffbench.storage.models import AlertRow, Result, Run, SampleRow, StageTiming
 
 ERROR_MESSAGE_LIMIT = 4000
 LOG_TAIL_LIMIT = 8000
@@ -197,6 +198,16 @@ def nightly_points(engine: Engine, case_id: str | None = None,
             points.setdefault((case, fw), []).append(
                 Point(run_id, started_at, series, tuple(samples[result_id]), version))
     return points
+
+
+def claim_alerts(engine: Engine, alerts: list[Alert]) -> list[Alert]:
+    """The alerts not announced before, recorded as announced now."""
+    with reachable(str(engine.url)), Session(engine) as session, session.begin():
+        known = set(session.scalars(select(AlertRow.key).where(AlertRow.key.in_([a.key for a in alerts]))))
+        new = [alert for alert in alerts if alert.key not in known]
+        session.add_all(AlertRow(key=a.key, kind=a.kind, case_id=a.case_id, framework=a.framework, run_id=a.run_id,
+                                 message=a.message, announced_at=datetime.now(UTC)) for a in new)
+    return new
 
 
 def results_frame(engine: Engine, case_ids: list[str] | None = None) -> pd.DataFrame:
