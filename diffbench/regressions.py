@@ -101,6 +101,16 @@ def _beyond(point: Point, level: float, threshold: float) -> int:
     return 0
 
 
+def _in_between(points: Sequence[Point], index: int, level: float, threshold: float) -> bool:
+    """Whether run `index` is nearer the old level than the level of the runs after it, which confirm a change."""
+    following = points[index + 1:index + 1 + CONFIRM]
+    if len(following) < CONFIRM or len({_beyond(p, level, threshold) for p in following}) != 1:
+        return False
+    new_level = statistics.median(p.level for p in following)
+    return abs(points[index].level - level) < abs(points[index].level - new_level) and \
+        _beyond(following[0], level, threshold) != 0
+
+
 def _known_mode(history: Sequence[Point], level: float) -> bool:
     near = [p for p in history if abs(p.level / level - 1) <= KNOWN_MODE_TOLERANCE]
     return len(history) >= MIN_BEFORE and len(near) >= KNOWN_MODE_SHARE * len(history)
@@ -120,6 +130,9 @@ def _segment_changes(points: Sequence[Point]) -> Iterable[tuple[Point, Point, fl
         after = points[index:index + CONFIRM]
         sides = {_beyond(p, level, threshold) for p in after}
         new_level = statistics.median(p.level for p in after)
+        if len(sides) == 1 and 0 not in sides and _in_between(points, index, level, threshold):
+            index += 1  # a first run half-way to the new level: the change starts with the next one
+            continue
         # Ranked against the runs of the level only: a spike in the window says nothing about it.
         level_runs = [p for p in before if _beyond(p, level, threshold) == 0]
         confidence = rank_confidence([s for p in level_runs for s in p.samples],

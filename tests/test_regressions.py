@@ -8,8 +8,10 @@ import random
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from diffbench.alerts import failure_streaks, regression_alerts
 from diffbench.cli import main
 from diffbench.regressions import Point, detect
 
@@ -84,9 +86,28 @@ def test_sglang_history_its_shifts_found_and_few_flags_on_noise(tmp_path: Path,
     shifts = [label for label in labels() if abs(float(label["ratio"]) - 1) >= 0.05]
     found = [label for label in shifts if any(near(c, label) for c in changes)]
     noise = [c for c in changes if not any(near(c, label) for label in labels())]
-    # Of 17 labelled shifts >= 5 %, the three missed are LTX cases whose noise is as large as the shift.
-    assert len(found) >= 14 and len(noise) <= 5, (found, noise)  # sglang's 5 % rule: 51 flags on noise
+    # Of 17 labelled shifts >= 5 %, the two missed are on LTX-2.3: a level held for two runs only, and a
+    # shift inside noise as wide as itself.
+    assert len(found) >= 15 and len(noise) <= 3, (found, noise)  # sglang's 5 % rule: 51 flags on noise
 
     assert main(["regressions", "--case", "flux1_dev_t2i_1024", "--since", "2026-06-01", "--database-url", url]) == 0
     out = capsys.readouterr().out
     assert "flux1_dev_t2i_1024/sglang" in out and "2026-05-23" not in out and "2026-06-2" in out
+
+
+def test_a_failure_streak_is_one_alert_keyed_by_its_first_night_and_old_news_is_not_announced() -> None:
+    def frame(statuses: list[str]) -> pd.DataFrame:
+        return pd.DataFrame([{"case_id": "wan", "framework": "sglang", "trigger": "schedule", "status": status,
+                              "error_class": None if status == "ok" else "oom", "run_id": f"run{night}",
+                              "started_at": pd.Timestamp(T0) + pd.Timedelta(days=night)}
+                             for night, status in enumerate(statuses)])
+
+    assert failure_streaks(frame(["ok", "failed", "failed"]), "2026-01-01") == []
+    [streak] = failure_streaks(frame(["ok", "failed", "failed", "failed"]), "2026-01-01")
+    [longer] = failure_streaks(frame(["ok", "failed", "failed", "failed", "failed"]), "2026-01-01")
+    assert streak.key == longer.key == "failure-streak:wan/sglang:run1"  # one streak, one alert
+    assert "failed 4 nights running since 2026-01-02 (oom)" in longer.message
+    assert failure_streaks(frame(["ok", "failed", "failed", "failed"]), "2026-02-01") == []
+    changes = detect("flux", "sglang", series([1.0] * 20 + [1.3] * 3))
+    assert [a.key for a in regression_alerts(changes, "2026-01-01")] == ["regression:flux/sglang:run20"]
+    assert regression_alerts(changes, "2026-02-01") == []
