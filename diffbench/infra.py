@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import psutil
 import yaml
 
 from diffbench.errors import DiffbenchError
+from diffbench.prefect_api import unhealthy
 
 POOL = "gpu"
 HEALTH_TIMEOUT_S = 90.0
@@ -112,17 +112,9 @@ class LocalStack:
         self.wait_healthy()
 
     def wait_healthy(self) -> None:
-        deadline = time.monotonic() + HEALTH_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if (code := self.processes["server"].poll()) is not None:
-                raise InfraError(f"prefect server exited with code {code}; see {self.home / 'server.log'}")
-            try:
-                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise InfraError(f"prefect server not healthy after {HEALTH_TIMEOUT_S:g} s; see {self.home / 'server.log'}")
+        server = self.processes["server"]
+        if problem := unhealthy(self.api_url, server.poll, self.home / "server.log", HEALTH_TIMEOUT_S):
+            raise InfraError(problem)
 
     def run_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """A `prefect` command against this stack, from the project root."""

@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -41,7 +42,8 @@ def ensure_api(state_dir: Path) -> None:
                                  {"diffbench.what": f"Prefect API server of diffbench run pid {os.getpid()}"})
     url = f"http://127.0.0.1:{port}/api"
     try:
-        _wait_healthy(handle, url, folder / "server.log")
+        if problem := unhealthy(url, handle.exit_code, folder / "server.log", START_TIMEOUT_S):
+            raise EnvironmentFailed(problem)
     except BaseException:
         handle.stop(grace_s=5)
         raise  # its folder is kept: the log says why it failed
@@ -55,15 +57,16 @@ def _stop(handle: ProcessHandle, folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _wait_healthy(handle: ProcessHandle, url: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+def unhealthy(api_url: str, exit_code: Callable[[], int | None], log: Path, timeout_s: float) -> str | None:
+    """Wait until the Prefect server at `api_url` answers; None when it does, else why it never will."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if (code := handle.exit_code()) is not None:
-            raise EnvironmentFailed(f"the Prefect API server exited with code {code}; see {log}")
+        if (code := exit_code()) is not None:
+            return f"the Prefect server exited with code {code}; see {log}"
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                return None
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise EnvironmentFailed(f"the Prefect API server did not answer within {START_TIMEOUT_S:g} s; see {log}")
+    return f"the Prefect server did not answer within {timeout_s:g} s; see {log}"
