@@ -15,11 +15,6 @@ class Summary:
     min: float
     max: float
 
-    @property
-    def spread(self) -> float:
-        """Half the min-max range relative to the median: the noise a change must beat."""
-        return (self.max - self.min) / 2 / self.median if self.median else 0.0
-
 
 def summarize(values: list[float]) -> Summary | None:
     """The summary of `values`, or None when nothing was measured."""

@@ -10,7 +10,6 @@ from diffbench.stats import Summary, relative_change, summarize
 def test_summary() -> None:
     assert summarize([3.0, 1.0, 2.0]) == Summary(3, 2.0, 1.0, 3.0)
     assert summarize([]) is None
-    assert Summary(3, 2.0, 1.0, 3.0).spread == 0.5
 
 
 def test_relative_change_against_the_history_median() -> None:
