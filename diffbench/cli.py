@@ -112,13 +112,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from diffbench.dashboard.page import TRENDS_HEADING  # noqa: PLC0415
     from diffbench.demo import configure  # noqa: PLC0415
     from diffbench.settings import Settings  # noqa: PLC0415
 
     code = _run_flow(configure(args.workdir), None, None, "demo", None)
     index = Settings().dashboard_dir / "index.md"
     if index.exists():
-        print("\n" + index.read_text().split("\n## ")[0])
+        print("\n" + index.read_text().split(f"\n{TRENDS_HEADING}")[0])
         print(f"dashboard: {index.resolve()}")
     return code
 

@@ -24,6 +24,8 @@ import httpx
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 DASHBOARD_ARTIFACT = "diffusion-comparison-dashboard"
+# diffbench.dashboard.page.TRENDS_HEADING, spelled out: this module needs only httpx.
+TRENDS_HEADING = "## Trends"
 CLOUD_API = re.compile(r"^https://api\.prefect\.cloud/api/accounts/([^/]+)/workspaces/([^/]+)/?$")
 
 
@@ -184,7 +186,7 @@ def dashboard_summary(http: httpx.Client, flow_run_id: str) -> str | None:
     found = _checked(_call(http, "POST", "artifacts/filter", json=body), "read artifacts")
     if not found:
         return None
-    return str(found[0]["data"]).split("\n## ")[0]
+    return str(found[0]["data"]).split(f"\n{TRENDS_HEADING}")[0]
 
 
 def trigger(api: Api, deployment_name: str, raw_params: dict[str, str], key: str | None, tags: list[str],

@@ -16,6 +16,8 @@ from diffbench.results import UNFINISHED
 
 # How far back the Changes section looks from the run's date.
 CHANGE_DAYS = 14
+# Above it: the header, the changes and the table, all a summary needs (without the charts).
+TRENDS_HEADING = "## Trends"
 
 
 @dataclass(frozen=True)
@@ -144,9 +146,10 @@ def build(frame: pd.DataFrame, run_id: str | None = None, changes: Sequence[Chan
     ]
     styles = styles_for(list(dict.fromkeys(frame[frame["case_id"].isin(cases)]["framework"])))
     charts = {}
+    lines += [TRENDS_HEADING, ""]
     for case_id in cases:
         history = frame[frame["case_id"] == case_id]
         charts[case_id] = trend_png(case_id, history, {fw: styles[fw] for fw in dict.fromkeys(history["framework"])},
                                     [c for c in changes if c.case_id == case_id])
-        lines += [f"## {case_id}", "", f"![{case_id}]({case_id}.png)", ""]
+        lines += [f"### {case_id}", "", f"![{case_id}]({case_id}.png)", ""]
     return Dashboard("\n".join(lines), charts, run_id)

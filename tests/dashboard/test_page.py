@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from diffbench import dashboard
+from diffbench import dashboard, trigger
+from diffbench.dashboard.page import TRENDS_HEADING
 from diffbench.regressions import scan
 from diffbench.storage import store
 
@@ -60,6 +61,10 @@ def test_a_confirmed_regression_is_flagged_and_listed_with_its_engine_range(hist
     page = dashboard.build(store.results_frame(history), "run8", changes).markdown
     assert table_row(page, "flux")[1].endswith("⚠") and not table_row(page, "flux")[2].endswith("⚠")
     assert page.index("## Changes") < page.index("| case |")
+    # What a job summary shows: everything above the charts, as the trigger cuts it.
+    summary = page.split(f"\n{trigger.TRENDS_HEADING}")[0]
+    assert "## Changes" in summary and "| flux |" in summary and "![flux]" not in summary
+    assert trigger.TRENDS_HEADING == TRENDS_HEADING
     assert "| 2026-11-08 | flux | sglang | **regression** ⚠ ×1.200 | 1.000 s → 1.200 s |" in page
     assert "| 0.5.4 → 0.5.5 |" in page
     # Seen from later nights, the first slow night is the first of the new level.
