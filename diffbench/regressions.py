@@ -10,7 +10,9 @@ The method is a windowed rank test with confirmation, robust to the noise sglang
 - every sample of those runs enters a Mann-Whitney rank test whose one-sided p-value gives the
   confidence;
 - after a change, the new level is the reference: the regressed nights never become the
-  baseline of the old one, and they are not compared with it again.
+  baseline of the old one, and they are not compared with it again. A new level that moves on
+  before it has `MIN_BEFORE` runs counts as a second change only when the runs after it lie
+  beyond every earlier run of the window.
 A change of series key (case config, engine, hardware or methodology) is a `break`: nothing is
 compared across it.
 """
@@ -116,13 +118,33 @@ def _known_mode(history: Sequence[Point], level: float) -> bool:
     return len(history) >= MIN_BEFORE and len(near) >= KNOWN_MODE_SHARE * len(history)
 
 
+def _second_step(points: Sequence[Point], start: int, index: int) -> tuple[Point, Point, float, float, float] | None:
+    """A level that moves on again before it has `MIN_BEFORE` runs: a change only when the runs after it
+    lie beyond every earlier run of the window, the previous level's included, and rank so."""
+    recent, earlier = points[start:index], points[max(0, index - WINDOW):index]
+    after = points[index:index + CONFIRM]
+    level = statistics.median(p.level for p in recent)
+    slower = all(a.level > max(p.level for p in earlier) * (1 + MIN_STEP) for a in after)
+    faster = all(a.level < min(p.level for p in earlier) * (1 - MIN_STEP) for a in after)
+    if not (slower or faster):
+        return None
+    confidence = rank_confidence([s for p in earlier for s in p.samples], [s for p in after for s in p.samples],
+                                 slower=slower)
+    new_level = statistics.median(p.level for p in after)
+    return (recent[-1], after[0], level, new_level, confidence) if confidence >= MIN_CONFIDENCE else None
+
+
 def _segment_changes(points: Sequence[Point]) -> Iterable[tuple[Point, Point, float, float, float]]:
     """(last run before, first run after, level before, level after, confidence) per change of one segment."""
     start, index = 0, MIN_BEFORE
     while index + CONFIRM <= len(points):
         before = points[max(start, index - WINDOW):index]
         if len(before) < MIN_BEFORE:
-            index += 1
+            if start > 0 and len(before) >= CONFIRM and (step := _second_step(points, start, index)):
+                yield step
+                start, index = index, index + CONFIRM
+            else:
+                index += 1
             continue
         levels = [p.level for p in before]
         level = statistics.median(levels)
@@ -140,7 +162,7 @@ def _segment_changes(points: Sequence[Point]) -> Iterable[tuple[Point, Point, fl
         if (len(sides) == 1 and 0 not in sides and confidence >= MIN_CONFIDENCE
                 and not _known_mode(points[max(0, index - MODE_MEMORY):index], new_level)):
             yield before[-1], after[0], level, new_level, confidence
-            start, index = index, index + MIN_BEFORE
+            start, index = index, index + CONFIRM
         else:
             index += 1
 

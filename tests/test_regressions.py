@@ -51,6 +51,12 @@ def test_spikes_and_a_bimodal_case_are_noise() -> None:
     assert detect("qwen", "sglang", series(flipping)) == []
 
 
+def test_a_level_that_moves_on_after_two_nights_is_a_second_change() -> None:
+    changes = detect("ltx", "sglang", series([60.0] * 10 + [40.0] * 2 + [19.0] * 6))
+    assert [(c.kind, c.run_id, round(c.ratio, 2)) for c in changes] == [
+        ("improvement", "run10", 0.67), ("improvement", "run12", 0.47)]
+
+
 def test_an_improvement_and_a_regression_after_it_are_each_found() -> None:
     changes = detect("flux", "sglang", series([2.0] * 20 + [1.5] * 20 + [1.65] * 10))
     assert [(c.kind, c.run_id) for c in changes] == [("improvement", "run20"), ("regression", "run40")]
@@ -86,9 +92,8 @@ def test_sglang_history_its_shifts_found_and_few_flags_on_noise(tmp_path: Path,
     shifts = [label for label in labels() if abs(float(label["ratio"]) - 1) >= 0.05]
     found = [label for label in shifts if any(near(c, label) for c in changes)]
     noise = [c for c in changes if not any(near(c, label) for label in labels())]
-    # Of 17 labelled shifts >= 5 %, the two missed are on LTX-2.3: a level held for two runs only, and a
-    # shift inside noise as wide as itself.
-    assert len(found) >= 15 and len(noise) <= 3, (found, noise)  # sglang's 5 % rule: 51 flags on noise
+    # Of 17 labelled shifts >= 5 %, the one missed is on LTX-2.3, inside noise as wide as itself.
+    assert len(found) >= 16 and len(noise) <= 3, (found, noise)  # sglang's 5 % rule: 51 flags on noise
 
     assert main(["regressions", "--case", "flux1_dev_t2i_1024", "--since", "2026-06-01", "--database-url", url]) == 0
     out = capsys.readouterr().out
