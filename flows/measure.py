@@ -61,6 +61,7 @@ class SharedServer:
     environment: EngineEnvironment | None = None
     download: Download | None = None
     server: Server | None = None
+    image: bytes | None = None
 
     def ready(self, pair: Pair, deadline: Deadline) -> tuple[Download, Server]:
         """The group's model and a live server, got for the first case that needs them."""
@@ -82,8 +83,10 @@ class SharedServer:
         return self.download, self.server
 
     def input_image(self) -> bytes:
-        """The input image of image tasks, fetched inside the case: a missing one fails only its cases."""
-        return fetch_input_image(self.image_source, self.settings)
+        """The input image of image tasks, fetched inside the first case that needs it (once per group):
+        a missing one fails only its cases."""
+        self.image = self.image or fetch_input_image(self.image_source, self.settings)
+        return self.image
 
     def stop(self) -> None:
         if self.server is not None:
