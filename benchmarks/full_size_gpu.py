@@ -17,49 +17,16 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
 from diffbench.cases import Matrix, resolve
 from diffbench.client import with_perf_dump
 from diffbench.engines import ServerSpec
 from diffbench.engines.reference import ReferenceEngine
 from diffbench.launcher import Server, free_port
-from diffbench.reference.tiny_models import clip_tokenizer, t5_tokenizer
+from diffbench.reference import full_size
 
 DIFFUSERS_REFERENCE_S = 5.37  # median of the 5.34-5.40 s in the reference notes
 DIFFUSERS_REFERENCE_PEAK_GIB = 33.8
-
-
-def build_full_size_flux(out: Path) -> Path:
-    """FLUX.1-dev's architecture with random bfloat16 weights, initialised on the GPU."""
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        torch.set_default_dtype(torch.bfloat16)
-        pipeline = FluxPipeline(
-            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
-                                                      max_shift=1.15),
-            vae=AutoencoderKL(
-                down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-                block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=16,
-                use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611,
-            ),
-            text_encoder=CLIPTextModel(CLIPTextConfig(
-                vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                num_attention_heads=12, max_position_embeddings=77, projection_dim=768,
-                bos_token_id=0, eos_token_id=1, pad_token_id=1)),
-            tokenizer=clip_tokenizer(),
-            text_encoder_2=T5EncoderModel(T5Config(
-                vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
-                feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)),
-            tokenizer_2=t5_tokenizer(),
-            transformer=FluxTransformer2DModel(guidance_embeds=True),
-        )
-        torch.set_default_dtype(torch.float32)
-    pipeline.save_pretrained(out)
-    del pipeline
-    torch.cuda.empty_cache()
-    return out
 
 
 def main() -> None:
@@ -68,7 +35,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     started = time.perf_counter()
-    model = build_full_size_flux(args.out)
+    model = full_size.build("flux1-dev", args.out)
     print(f"built and saved FLUX.1-dev architecture in {time.perf_counter() - started:.0f} s")
 
     matrix = Matrix.model_validate({"cases": [{

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pynvml
 
 from diffbench.errors import ConfigError
+from diffbench.packing import priority
 
 MB = 1024 * 1024
-# Memory a driver keeps on an idle GPU; anything above it after a stop belongs to a leftover.
-IDLE_MEMORY_MB = 1024
+# What a stopped server may leave above the GPU's idle baseline: NVML's reading moves by a few MiB.
+IDLE_MARGIN_MB = 128
 LOCK_POLL_S = 0.5
 
 
@@ -62,14 +65,47 @@ def used_memory_mb(gpu_ids: tuple[int, ...]) -> dict[int, float]:
         pynvml.nvmlShutdown()
 
 
-def wait_memory_released(gpu_ids: tuple[int, ...], timeout_s: float = 60.0) -> dict[int, float]:
-    """Wait until the GPUs hold no more than idle memory; return what is still held after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
+@dataclass(frozen=True)
+class Released:
+    """How a stopped server's GPUs came back: seconds until idle, and MiB above idle still held then."""
+
+    seconds: float
+    held_mb: dict[int, float]
+
+
+def wait_memory_released(idle_mb: dict[int, float], timeout_s: float = 60.0) -> Released:
+    """Wait until each GPU of `idle_mb` is back to its idle reading (taken when the run started).
+
+    A driver keeps memory on an idle GPU (615 MiB on an H200 where nvidia-smi shows 0), so "idle"
+    is each GPU's own baseline, not a fixed figure.
+    """
+    started = time.monotonic()
     while True:
-        held = {i: mb for i, mb in used_memory_mb(gpu_ids).items() if mb > IDLE_MEMORY_MB}
-        if not held or time.monotonic() > deadline:
-            return held
-        time.sleep(0.2)
+        held = {i: round(mb - idle_mb[i], 1) for i, mb in used_memory_mb(tuple(idle_mb)).items()
+                if mb > idle_mb[i] + IDLE_MARGIN_MB}
+        waited = time.monotonic() - started
+        if not held or waited > timeout_s:
+            return Released(round(waited, 3), held)
+        time.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """One server's time on its GPUs, wall clock: from getting them to giving them back."""
+
+    label: str
+    gpus: tuple[int, ...]
+    taken_at: float
+    released_at: float
+
+
+@dataclass
+class _Waiter:
+    """A server waiting for GPUs; `held` is set once its turn came."""
+
+    key: tuple[bool, float, int, int]
+    count: int
+    held: dict[int | str, int] | None = field(default=None)
 
 
 class GpuPool:
@@ -77,14 +113,21 @@ class GpuPool:
 
     Each GPU is a lock file under `lock_dir`, held with flock while a server uses it, so two
     flow runs on one host (two shards, say) never get the same GPU; a crashed holder's locks go
-    with its process. Without GPUs there is a single CPU slot, so CPU servers run one at a
-    time and do not compete for cores while measured.
+    with its process. Within a run, waiting servers get GPUs by `packing`'s rule: in priority
+    order, each that fits the GPUs free now. Without GPUs there is a single CPU slot, so CPU
+    servers run one at a time and do not compete for cores while measured. `idle_mb` is each
+    GPU's memory reading when the pool was made, at the start of a run: its idle baseline.
     """
 
     def __init__(self, gpu_ids: tuple[int, ...], lock_dir: Path) -> None:
         self.gpu_ids = gpu_ids
         self.lock_dir = lock_dir
         lock_dir.mkdir(parents=True, exist_ok=True)
+        self.idle_mb = used_memory_mb(gpu_ids)
+        self._turns = threading.Condition()
+        self._waiting: list[_Waiter] = []
+        self._arrivals = itertools.count()
+        self.holds: list[Hold] = []
 
     def refusal(self, count: int) -> ConfigError | None:
         """Why `count` GPUs can never be handed out here, or None."""
@@ -118,14 +161,39 @@ class GpuPool:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+    def _dispatch(self) -> None:
+        """Start every waiter, in priority order, whose GPUs are free now (`packing.startable`'s rule).
+
+        Free means lockable: GPUs held by another flow run on the host count as taken.
+        """
+        for waiter in list(self._waiting):
+            if (held := self._try_take(waiter.count)) is not None:
+                waiter.held = held
+                self._waiting.remove(waiter)
+        self._turns.notify_all()
+
     @contextmanager
-    def take(self, count: int) -> Iterator[tuple[int, ...]]:
-        """Block until `count` GPUs are free and hold them for the `with` block."""
+    def take(self, count: int, estimate_s: float | None = None, label: str = "") -> Iterator[tuple[int, ...]]:
+        """Block until `count` GPUs are free and this server's turn has come; hold them for the `with` block.
+
+        `estimate_s` is how long the server is expected to hold them (None: never measured here);
+        each hold is kept in `holds` under `label`.
+        """
         if error := self.refusal(count):
             raise error
-        while (held := self._try_take(count)) is None:
-            time.sleep(LOCK_POLL_S)
+        waiter = _Waiter((*priority(count, estimate_s), next(self._arrivals)), count)
+        with self._turns:
+            self._waiting.append(waiter)
+            self._waiting.sort(key=lambda w: w.key)
+            while waiter.held is None:
+                self._dispatch()
+                if waiter.held is None:
+                    self._turns.wait(LOCK_POLL_S)  # woken by a release here, or polling for other runs'
+        gpus, taken_at = tuple(sorted(slot for slot in waiter.held if isinstance(slot, int))), time.time()
         try:
-            yield tuple(sorted(slot for slot in held if isinstance(slot, int)))
+            yield gpus
         finally:
-            self._release(held)
+            with self._turns:
+                self.holds.append(Hold(label, gpus, taken_at, time.time()))
+                self._release(waiter.held)
+                self._dispatch()

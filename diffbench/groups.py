@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 
 from diffbench.cases import Pair
+from diffbench.results import METHODOLOGY, series_key
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,14 @@ class ServerGroup:
     @property
     def num_gpus(self) -> int:
         return self.first.num_gpus
+
+    def series_keys(self, hardware: str) -> list[str]:
+        return [series_key(p.config_hash, p.engine, hardware, METHODOLOGY) for p in self.pairs]
+
+    def estimate_s(self, case_seconds: dict[str, float], hardware: str) -> float | None:
+        """Its cases' last measured seconds on this hardware, summed; None if any was never measured."""
+        seconds = [case_seconds.get(key) for key in self.series_keys(hardware)]
+        return None if None in seconds else sum(s for s in seconds if s is not None)
 
     @property
     def label(self) -> str:

@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import psutil
 import yaml
 
 from diffbench.errors import DiffbenchError
-from diffbench.prefect_api import unhealthy
+from diffbench.prefect_api import prefect_cli, unhealthy
 
 POOL = "gpu"
 HEALTH_TIMEOUT_S = 90.0
@@ -31,10 +30,6 @@ class InfraError(DiffbenchError):
     """The local stack could not be brought up: a taken port, a server that exited or never got healthy."""
 
     error_class = "infra"
-
-
-def _prefect(*args: str) -> list[str]:
-    return [str(Path(sys.executable).with_name("prefect")), *args]
 
 
 def _port_taken(port: int) -> bool:
@@ -108,7 +103,7 @@ class LocalStack:
         env.pop("PREFECT_API_URL")
         if self.auth:
             env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth
-        self._spawn("server", _prefect("server", "start", "--host", "127.0.0.1", "--port", str(self.port)), env)
+        self._spawn("server", prefect_cli("server", "start", "--host", "127.0.0.1", "--port", str(self.port)), env)
         self.wait_healthy()
 
     def wait_healthy(self) -> None:
@@ -118,7 +113,7 @@ class LocalStack:
 
     def run_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """A `prefect` command against this stack, from the project root."""
-        return subprocess.run(_prefect(*args), env=self.environment(), capture_output=True, text=True, check=True,
+        return subprocess.run(prefect_cli(*args), env=self.environment(), capture_output=True, text=True, check=True,
                               cwd=PROJECT)
 
     def create_pool(self, name: str = POOL) -> None:
@@ -146,7 +141,7 @@ class LocalStack:
     def start_worker(self, name: str, queues: tuple[str, ...] = (), limit: int | None = None,
                      env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """A process worker on the `gpu` pool: all its queues unless `queues` are named."""
-        argv = _prefect("worker", "start", "--pool", POOL, "--name", name, "--type", "process")
+        argv = prefect_cli("worker", "start", "--pool", POOL, "--name", name, "--type", "process")
         argv += [arg for queue in queues for arg in ("--work-queue", queue)]
         argv += ["--limit", str(limit)] if limit else []
         return self._spawn(f"worker-{name}", argv, self.environment() | (env or {}))

@@ -25,6 +25,11 @@ from diffbench.processes import ProcessHandle
 START_TIMEOUT_S = 120.0
 
 
+def prefect_cli(*args: str) -> list[str]:
+    """Prefect's CLI as this Python runs it: no `prefect` script needs to be on the PATH or beside it."""
+    return [sys.executable, "-m", "prefect", *args]
+
+
 def ensure_api(state_dir: Path) -> None:
     """Use the configured Prefect API (PREFECT_API_URL), else start one that lives as long as this process.
 
@@ -35,8 +40,7 @@ def ensure_api(state_dir: Path) -> None:
     port = free_port()
     folder = state_dir.resolve() / "prefect-api" / str(os.getpid())
     folder.mkdir(parents=True, exist_ok=True)
-    argv = [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1", "--port",
-            str(port)]
+    argv = prefect_cli("server", "start", "--host", "127.0.0.1", "--port", str(port))
     env = {"PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
     handle = ProcessHandle.start(argv, env, folder / "server.log",
                                  {"diffbench.what": f"Prefect API server of diffbench run pid {os.getpid()}"})

@@ -6,10 +6,12 @@ A group owns one server; each of its cases is measured by `measure_case` with it
 from __future__ import annotations
 
 import getpass
+import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -27,8 +29,10 @@ from diffbench.groups import ServerGroup, server_groups
 from diffbench.launcher import Server, stop_reason
 from diffbench.measure import CaseRecord, Deadline
 from diffbench.media import input_image
+from diffbench.packing import priority
 from diffbench.results import CaseResult
 from diffbench.settings import Settings
+from diffbench.storage import store
 from diffbench.storage.recorder import Recorder
 from tasks.benchmark import benchmark
 from tasks.download import download_model
@@ -40,6 +44,8 @@ from tasks.retry import RETRIES, is_retryable
 from tasks.stop import stop_server
 from tasks.warmup import warm_up
 
+# Where a run's folder keeps its GPU timeline (`GpuPool.holds`).
+TIMELINE = "gpu-timeline.json"
 # How long a stopped run waits for its cases to store what they measured; their servers stop in 2 s.
 STOP_WAIT_S = 4.0
 
@@ -56,6 +62,7 @@ class SharedServer:
     run_id: str
     settings: Settings
     gpus: tuple[int, ...]
+    idle_mb: dict[int, float] = field(default_factory=dict)
     image_source: str | None = None
     failure: Exception | None = None
     environment: EngineEnvironment | None = None
@@ -91,7 +98,7 @@ class SharedServer:
     def stop(self) -> None:
         if self.server is not None:
             server, self.server = self.server, None
-            stop_server(server)
+            stop_server(server, self.idle_mb)
 
 
 def measure_case(pair: Pair, shared: SharedServer, hardware: str,
@@ -121,11 +128,11 @@ def measure_case(pair: Pair, shared: SharedServer, hardware: str,
 
 @task(task_run_name="{group.label}", cache_policy=NO_CACHE)
 def measure_group(group: ServerGroup, run_id: str, recorder: Recorder, pool: GpuPool, image_source: str | None,
-                  hardware: str, settings: Settings) -> list[CaseResult]:
+                  hardware: str, settings: Settings, estimate_s: float | None = None) -> list[CaseResult]:
     """Every case of `group` on one server, each stored as it finishes; the server always stopped.
 
     The engine's environment is got first, outside any case's time budget and before GPUs are taken:
-    building a venv can take minutes.
+    building a venv can take minutes. `estimate_s` (the group's last measured time) sets its turn.
     """
     environment, refusal = None, pool.refusal(group.num_gpus)
     try:
@@ -133,8 +140,9 @@ def measure_group(group: ServerGroup, run_id: str, recorder: Recorder, pool: Gpu
     except Exception as exc:  # noqa: BLE001 - stored with every case of the group
         refusal = exc
     results = []
-    with pool.take(0 if refusal else group.num_gpus) as gpus:
-        shared = SharedServer(group, run_id, settings, gpus, image_source, failure=refusal, environment=environment)
+    with pool.take(0 if refusal else group.num_gpus, estimate_s, group.label) as gpus:
+        shared = SharedServer(group, run_id, settings, gpus, pool.idle_mb, image_source, failure=refusal,
+                              environment=environment)
         try:
             for pair in group.pairs:
                 result = measure_case(pair, shared, hardware, lambda part: record_progress(recorder, run_id, part))
@@ -162,6 +170,27 @@ def record_progress(recorder: Recorder, run_id: str, partial: CaseResult) -> Non
             get_run_logger().exception("%s/%s: progress not stored", partial.case_id, partial.framework)
 
 
+def group_estimates(groups: list[ServerGroup], recorder: Recorder,
+                    hardware: str) -> list[tuple[ServerGroup, float | None]]:
+    """Each group with its expected seconds from earlier runs, in the order their turns come."""
+    try:
+        seconds = store.case_seconds(recorder.engine(), [k for g in groups for k in g.series_keys(hardware)])
+    except Exception:  # noqa: BLE001 - an unreachable database costs the packing order, not the run
+        get_run_logger().warning("no earlier durations (database unreachable): servers packed widest first")
+        seconds = {}
+    estimates = [(group, group.estimate_s(seconds, hardware)) for group in groups]
+    estimates.sort(key=lambda item: priority(item[0].num_gpus, item[1]))
+    get_run_logger().info("packing order: %s", "; ".join(
+        f"{g.label} ({g.num_gpus} GPU, {'new' if s is None else f'{s:.0f} s'})" for g, s in estimates))
+    return estimates
+
+
+def write_timeline(pool: GpuPool, path: Path) -> None:
+    """Which server held which GPUs when: the run's packing, for `diffbench` users and the GPU benchmark."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([asdict(hold) for hold in pool.holds], indent=1))
+
+
 def measure_pairs(pairs: list[Pair], matrix: CaseMatrix, run_id: str, recorder: Recorder, hardware: Hardware,
                   settings: Settings) -> list[CaseResult]:
     """Every pair measured and recorded as it finishes; servers packed onto this host's GPUs.
@@ -178,9 +207,10 @@ def measure_pairs(pairs: list[Pair], matrix: CaseMatrix, run_id: str, recorder: 
 
     with host_lock.measuring(settings.host_lock, me, waiting):
         pool = GpuPool(hardware.gpu_ids, settings.state_dir / "gpu-locks")
+        estimates = group_estimates(server_groups(pairs), recorder, hardware.gpu_model)
         # No Prefect timeout: on a worker thread it cannot interrupt anything; each case's deadline does.
         futures = [measure_group.submit(group, run_id, recorder, pool, matrix.matrix.test_image_url,
-                                        hardware.gpu_model, settings) for group in server_groups(pairs)]
+                                        hardware.gpu_model, settings, estimate) for group, estimate in estimates]
         try:
             return [result for future in futures for result in future.result()]
         except BaseException:
@@ -188,3 +218,5 @@ def measure_pairs(pairs: list[Pair], matrix: CaseMatrix, run_id: str, recorder: 
             # and stores what it measured; waiting for that is short and bounded.
             wait(futures, timeout=STOP_WAIT_S)
             raise
+        finally:
+            write_timeline(pool, settings.runs_dir / run_id / TIMELINE)

@@ -1,20 +1,25 @@
-"""Step 6: stop the server's whole process group and check its GPU memory came back."""
+"""Step 6: stop the server's whole process group and check its GPU memory came back to idle."""
 
 from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from diffbench.gpus import wait_memory_released
+from diffbench.gpus import Released, wait_memory_released
 from diffbench.launcher import Server
 from tasks.retry import RETRIES, is_retryable
 
 
 @task(task_run_name="{server.spec.pair.framework}: stop", cache_policy=NO_CACHE,
       retry_condition_fn=is_retryable, **RETRIES)
-def stop_server(server: Server) -> dict[int, float]:
+def stop_server(server: Server, idle_mb: dict[int, float]) -> Released:
+    """`idle_mb`: the server's GPUs' memory readings at the start of the run."""
     server.stop()
-    held = wait_memory_released(server.spec.gpus)
-    if held:
-        get_run_logger().warning("GPU memory still held after stop (MiB by GPU): %s", held)
-    return held
+    released = wait_memory_released({gpu: idle_mb[gpu] for gpu in server.spec.gpus if gpu in idle_mb})
+    if released.held_mb:
+        get_run_logger().warning("GPU memory still held %.0f s after stop (MiB above idle, by GPU): %s",
+                                 released.seconds, released.held_mb)
+    elif server.spec.gpus:
+        get_run_logger().info("GPUs %s back to idle memory %.2f s after stop", list(server.spec.gpus),
+                              released.seconds)
+    return released

@@ -22,7 +22,7 @@ class ReferenceOptions(FrameworkOptions):
 
 
 class ReferenceEngine(SGLangEngine):
-    """`diffbench serve`: the same requests and perf dump as sglang, one device per server."""
+    """`diffbench serve`: the same requests and perf dump as sglang, its models spread over its GPUs."""
 
     name = "diffusers"
     package = "diffusers"
@@ -37,8 +37,3 @@ class ReferenceEngine(SGLangEngine):
 
     def parsed_args(self, argv: list[str]) -> list[str] | None:
         return None  # diffbench's own server; its parser is tested with it
-
-    def gpu_problem(self, pair: Pair) -> str | None:
-        if pair.num_gpus != 1:
-            return f"the diffusers reference engine runs on one device, but it gets {pair.num_gpus}"
-        return None

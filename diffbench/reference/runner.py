@@ -62,22 +62,31 @@ def pick_device(requested: str) -> torch.device:
 
 
 class PipelineRunner:
-    """One pipeline on one device; `run` must not be called concurrently."""
+    """One pipeline on the CPU or on every visible GPU; `run` must not be called concurrently.
+
+    With several GPUs visible (a server given several), diffusers' `balanced` device map spreads
+    the pipeline's models over them.
+    """
 
     def __init__(self, model_dir: str, device: str = "auto", dtype: str = "auto") -> None:
         self.model = model_dir
         self.device = pick_device(device)
+        on_gpu = self.device.type == "cuda"
         if dtype == "auto":
-            dtype = "bfloat16" if self.device.type == "cuda" else "float32"
+            dtype = "bfloat16" if on_gpu else "float32"
         self.dtype = getattr(torch, dtype)
-        self.pipeline = DiffusionPipeline.from_pretrained(model_dir, dtype=self.dtype).to(self.device)
+        self.devices = [torch.device("cuda", i) for i in range(torch.cuda.device_count())] if on_gpu else [self.device]
+        if len(self.devices) > 1:
+            self.pipeline = DiffusionPipeline.from_pretrained(model_dir, dtype=self.dtype, device_map="balanced")
+        else:
+            self.pipeline = DiffusionPipeline.from_pretrained(model_dir, dtype=self.dtype).to(self.device)
         self.pipeline.set_progress_bar_config(disable=True)
         self.is_video = "num_frames" in inspect.signature(self.pipeline.__call__).parameters
         spatial = getattr(self.pipeline, "vae_scale_factor_spatial", None) or self.pipeline.vae_scale_factor
         # Latents are packed or patchified 2x2, so sizes are multiples of twice the VAE factor.
         self.size_multiple = int(spatial) * 2
         self.frame_step = int(getattr(self.pipeline, "vae_scale_factor_temporal", 1))
-        self.clock = StageClock(self.pipeline, self.device)
+        self.clock = StageClock(self.pipeline, self.devices)
         self._edit_pipeline: Any = None
 
     def _edit(self) -> Any:
@@ -158,5 +167,5 @@ class PipelineRunner:
             "steps": [{"name": name, "duration_ms": ms} for name, ms in clock.stage_ms.items()],
             "denoise_steps_ms": [{"step": i, "duration_ms": ms} for i, ms in enumerate(clock.step_ms)],
             "memory_checkpoints": clock.checkpoints,
-            "meta": {"model": self.model, "device": str(self.device), "dtype": str(self.dtype)},
+            "meta": {"model": self.model, "devices": [str(d) for d in self.devices], "dtype": str(self.dtype)},
         }

@@ -13,15 +13,13 @@ import torch
 MB = 1024 * 1024
 
 
-def memory_checkpoint(device: torch.device) -> dict[str, float]:
-    """Memory now and at peak: torch's CUDA allocator on GPU, the process RSS on CPU."""
-    if device.type == "cuda":
-        return {
-            "allocated_mb": torch.cuda.memory_allocated(device) / MB,
-            "reserved_mb": torch.cuda.memory_reserved(device) / MB,
-            "peak_allocated_mb": torch.cuda.max_memory_allocated(device) / MB,
-            "peak_reserved_mb": torch.cuda.max_memory_reserved(device) / MB,
-        }
+def memory_checkpoint(devices: list[torch.device]) -> dict[str, float]:
+    """Memory now and at peak: torch's CUDA allocator summed over the GPUs, the process RSS on CPU."""
+    if devices[0].type == "cuda":
+        return {name: sum(read(device) for device in devices) / MB for name, read in (
+            ("allocated_mb", torch.cuda.memory_allocated), ("reserved_mb", torch.cuda.memory_reserved),
+            ("peak_allocated_mb", torch.cuda.max_memory_allocated),
+            ("peak_reserved_mb", torch.cuda.max_memory_reserved))}
     info = psutil.Process().memory_info()
     # ru_maxrss (KiB on Linux) cannot be reset, so a CPU peak covers the whole process life.
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -35,8 +33,9 @@ class StageClock:
     Hooks are installed once; `reset()` starts a new request. Calls must not overlap.
     """
 
-    def __init__(self, pipeline: Any, device: torch.device) -> None:
-        self.device = device
+    def __init__(self, pipeline: Any, devices: list[torch.device]) -> None:
+        self.devices = devices
+        self.on_gpu = devices[0].type == "cuda"
         self.reset()
         for name in ("text_encoder", "text_encoder_2"):
             encoder = getattr(pipeline, name, None)
@@ -61,12 +60,12 @@ class StageClock:
         self.checkpoints: dict[str, dict[str, float]] = {}
         self._started: dict[str, float] = {}
         self._step_started: float | None = None
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        for device in self.devices if self.on_gpu else ():
+            torch.cuda.reset_peak_memory_stats(device)
 
     def now(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        for device in self.devices if self.on_gpu else ():
+            torch.cuda.synchronize(device)
         return time.perf_counter()
 
     def _begin(self, stage: str) -> None:
@@ -76,7 +75,7 @@ class StageClock:
         started = self._started.pop(stage, None)
         if started is not None:
             self.stage_ms[stage] = self.stage_ms.get(stage, 0.0) + (self.now() - started) * 1000
-            self.checkpoints[stage] = memory_checkpoint(self.device)
+            self.checkpoints[stage] = memory_checkpoint(self.devices)
 
     def _step_begin(self) -> None:
         # The transformer runs once or more per step (e.g. for guidance); the first call starts it.
@@ -91,7 +90,7 @@ class StageClock:
                 self.step_ms.append((self.now() - self._step_started) * 1000)
                 self.stage_ms["DenoisingStage"] = sum(self.step_ms)
                 self._step_started = None
-                self.checkpoints["DenoisingStage"] = memory_checkpoint(self.device)
+                self.checkpoints["DenoisingStage"] = memory_checkpoint(self.devices)
             return callback_kwargs
 
         return on_step_end

@@ -200,6 +200,15 @@ def nightly_points(engine: Engine, case_id: str | None = None,
     return points
 
 
+def case_seconds(engine: Engine, series_keys: list[str]) -> dict[str, float]:
+    """Each series' latest measured case: seconds from its start (download, launch) to its result."""
+    latest = (select(Result.series_key, func.max(Result.id).label("id")).where(
+        Result.series_key.in_(series_keys), Result.status == "ok").group_by(Result.series_key).subquery())
+    query = select(Result.series_key, Result.started_at, Result.finished_at).join(latest, latest.c.id == Result.id)
+    with reachable(str(engine.url)), Session(engine) as session:
+        return {key: (finished - started).total_seconds() for key, started, finished in session.execute(query)}
+
+
 def claim_alerts(engine: Engine, alerts: list[Alert]) -> list[Alert]:
     """The alerts not announced before, recorded as announced now."""
     with reachable(str(engine.url)), Session(engine) as session, session.begin():
