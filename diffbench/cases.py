@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
 
 Task = Literal["text-to-image", "image-edit", "text-to-video", "image-to-video", "text-image-to-video"]
 VIDEO_TASKS = frozenset({"text-to-video", "image-to-video", "text-image-to-video"})
@@ -22,6 +22,16 @@ DEFAULT_PROMPT = "a lighthouse on a rocky coast at sunset, waves breaking below"
 # Strict: YAML's `true` is not a count. Sides are what the engines' latent grids accept (VAE 8 × patch 2).
 Count = Annotated[int, Field(gt=0, strict=True)]
 Side = Annotated[int, Field(gt=0, multiple_of=16, le=8192, strict=True)]
+
+
+def _repeats(value: object) -> int | Literal["auto"]:
+    if value == "auto" or (type(value) is int and value >= 1):
+        return value  # type: ignore[return-value]
+    raise ValueError(f"must be a whole number of requests (1 or more) or auto (got {value!r})")
+
+
+# A fixed number of measured requests, or `auto`: until the median's interval is narrow enough.
+Repeats = Annotated[int | Literal["auto"], PlainValidator(_repeats)]
 
 
 class _Strict(BaseModel):
@@ -116,7 +126,7 @@ class Case(_Strict):
     num_gpus: int = Field(1, ge=1, strict=True, description="GPUs each framework gets unless it overrides it.")
     reference_image: bool = Field(False, description="The request carries the shared input image.")
     warmup_requests: int | None = Field(None, ge=0, description="Unmeasured requests first; default from the matrix.")
-    measurement_repeats: int | None = Field(None, ge=1, description="Measured requests; default from the matrix.")
+    measurement_repeats: Repeats | None = Field(None, description="Measured requests; default from the matrix.")
     deadlines: Deadlines | None = None
     sglang_request_extra: dict[str, Any] = Field(default_factory=dict, description="sglang's key for request extras.")
     frameworks: dict[str, dict[str, Any]] = Field(
@@ -161,12 +171,28 @@ class BenchmarkDefaults(_Strict):
     throughput: ThroughputDefaults | None = None
 
 
+class AutoRepeats(_Strict):
+    """When `measurement_repeats: auto` stops measuring a case."""
+
+    target: float = Field(0.02, gt=0, description="Half-width of the median's 95 % interval, as a fraction of it.")
+    min_requests: int = Field(5, ge=2)
+    max_requests: int = Field(100, ge=2)
+    max_seconds: float = Field(600, gt=0, description="Time budget of the measured requests of one case.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoRepeats:
+        if self.max_requests < self.min_requests:
+            raise ValueError(f"max_requests {self.max_requests} is below min_requests {self.min_requests}")
+        return self
+
+
 class Matrix(_Strict):
     """A case matrix file."""
 
     cases: list[Case] = Field(min_length=1)
     test_image_url: str | None = Field(None, description="Input image for image tasks: URL or local path.")
-    measurement_repeats: int = Field(3, ge=1)
+    measurement_repeats: Repeats = Field(3, description="Measured requests per case, or `auto` (see auto_repeats).")
+    auto_repeats: AutoRepeats = AutoRepeats()
     warmup_requests: int | None = Field(None, ge=0, description="Default: benchmark_defaults.warmup.num_requests.")
     benchmark_defaults: BenchmarkDefaults = BenchmarkDefaults()
     deadlines: Deadlines = Deadlines()
@@ -186,7 +212,8 @@ class Pair(_Strict):
     model: str
     num_gpus: int
     warmup_requests: int
-    measurement_repeats: int
+    measurement_repeats: Repeats
+    auto_repeats: AutoRepeats = AutoRepeats()
     deadlines: Deadlines
 
     @property
@@ -242,5 +269,6 @@ def resolve(matrix: Matrix, case: Case, framework: str, options: FrameworkOption
         num_gpus=options.num_gpus or case.num_gpus,
         warmup_requests=warmup,
         measurement_repeats=case.measurement_repeats or matrix.measurement_repeats,
+        auto_repeats=matrix.auto_repeats,
         deadlines=deadlines,
     )

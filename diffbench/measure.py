@@ -23,6 +23,7 @@ from diffbench.engines.environments import EngineEnvironment
 from diffbench.errors import CaseTimeout, DiffbenchError, ServerError
 from diffbench.launcher import Server, free_port
 from diffbench.results import METHODOLOGY, CaseResult, ResultStatus
+from diffbench.stats import summarize
 
 
 @dataclass(frozen=True)
@@ -68,15 +69,33 @@ def warm_up(server: Server, pair: Pair, image: bytes | None, deadline: Deadline)
             for _ in range(pair.warmup_requests)]
 
 
+def enough(pair: Pair, samples: list[Sample], measuring_s: float) -> bool:
+    """Whether `samples` complete the case: its fixed count, or for `auto` an interval narrow enough.
+
+    `auto` measures at least `min_requests`, then stops once the bootstrap interval of the median
+    is within `target` of it, or at `max_requests` or `max_seconds`, whichever comes first.
+    """
+    if pair.measurement_repeats != "auto":
+        return len(samples) >= pair.measurement_repeats
+    auto = pair.auto_repeats
+    if len(samples) < auto.min_requests:
+        return False
+    if len(samples) >= auto.max_requests or measuring_s >= auto.max_seconds:
+        return True
+    summary = summarize([s.client_latency_s for s in samples])
+    return summary is not None and summary.half_width is not None and summary.half_width <= auto.target
+
+
 def benchmark(server: Server, pair: Pair, image: bytes | None, samples: list[Sample], deadline: Deadline,
               on_sample: Callable[[], None] = lambda: None) -> list[Sample]:
-    """Measure `pair`'s case until `samples` holds `pair.measurement_repeats` samples.
+    """Measure `pair`'s case until `samples` is `enough`.
 
     `samples` is appended to as each request finishes, and `on_sample` called, so a retry
     continues where a failed attempt stopped and a failure, or a kill, still leaves what was
     measured.
     """
-    while len(samples) < pair.measurement_repeats:
+    started = time.monotonic()
+    while not enough(pair, samples, time.monotonic() - started):
         samples.append(server.generate(pair, image, deadline.remaining(f"request {len(samples) + 1}")))
         on_sample()
     return samples

@@ -96,9 +96,6 @@ BASE_CASE = """
         ("num_gpus: 0", "{sglang: {}}", "nightly.yaml: case 'flux1_dev_t2i_1024': num_gpus: must be >= 1 (got 0)"),
         ("num_gpus: 16", "{sglang: {}}",
          "nightly.yaml: case 'flux1_dev_t2i_1024': num_gpus: sglang: 16 GPUs is more than one host has (8)"),
-        ("num_gpus: 2", "{diffusers: {}}",
-         "nightly.yaml: case 'flux1_dev_t2i_1024': num_gpus: diffusers: the diffusers reference engine runs on one"
-         " device, but it gets 2"),
         ("num_gpus: 2", "{sglang: {serve_args: --tp-size 2 --ulysses-degree 2}}",
          "nightly.yaml: case 'flux1_dev_t2i_1024': num_gpus: sglang: --tp-size 2 × --ulysses-degree 2 needs 4 GPUs,"
          " but it gets 2"),
@@ -117,7 +114,7 @@ BASE_CASE = """
          "nightly.yaml: case 'flux1_dev_t2i_1024': frameworks.sglang.launcher.docker.digest: String should match "
          "pattern '^sha256:[0-9a-f]{64}$' (got 'abc')"),
     ],
-    ids=["steps", "negative-size", "seed", "zero-gpus", "too-many-gpus", "reference-gpus", "sglang-parallel",
+    ids=["steps", "negative-size", "seed", "zero-gpus", "too-many-gpus", "sglang-parallel",
          "vllm-parallel", "unknown-key", "unknown-framework-key", "no-frameworks", "unknown-launcher", "bad-digest"],
 )
 def test_each_problem_names_file_case_and_field(write_config, extra: str, frameworks: str, expected: str) -> None:
@@ -208,3 +205,18 @@ def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_matrix(path)
     assert caught.value.problems == ["latin1.yaml: not UTF-8 text (byte 16): save it as UTF-8"]
+
+
+def test_auto_repeats_load_and_bad_ones_name_their_field(tmp_path: Path) -> None:
+    path = tmp_path / "auto.yaml"
+    case = "{id: tiny, model: ./m, task: text-to-image, frameworks: {sglang: {}}"
+    path.write_text(f"measurement_repeats: auto\nauto_repeats: {{target: 0.01}}\ncases: [{case}}}]\n")
+    pair = load_matrix(path).pairs[0]
+    assert pair.measurement_repeats == "auto" and pair.auto_repeats.target == 0.01
+    path.write_text(f"measurement_repeats: often\nauto_repeats: {{min_requests: 9, max_requests: 3}}\n"
+                    f"cases: [{case}, measurement_repeats: 0}}]\n")
+    problems = "\n".join(problems_of(path))
+    assert problems.splitlines() == [
+        "auto.yaml: case 'tiny': measurement_repeats: must be a whole number of requests (1 or more) or auto (got 0)",
+        "auto.yaml: measurement_repeats: must be a whole number of requests (1 or more) or auto (got 'often')",
+        "auto.yaml: auto_repeats: max_requests 3 is below min_requests 9"]

@@ -106,8 +106,9 @@ def _cell(frame: pd.DataFrame, row: pd.Series | None, changes: Sequence[Change])
         return "not run (no adapter)"
     if row["status"] != "ok":
         return f"*{row['status']}*" if row["status"] in UNFINISHED else f"**{row['error_class']}**"
-    spread = (row["max_s"] - row["min_s"]) / 2
-    text = f"{row['median_s']:.3f} s ±{spread:.3f}"
+    text = f"{row['median_s']:.3f} s"
+    if pd.notna(row["ci_low_s"]) and pd.notna(row["ci_high_s"]):
+        text += f" [{row['ci_low_s']:.3f}–{row['ci_high_s']:.3f}]"
     if (delta := change(frame, row)) is not None:
         text += f" ({delta:+.1%})"
     return text + (" ⚠" if _regressed(changes, row) else "")
@@ -137,11 +138,11 @@ def build(frame: pd.DataFrame, run_id: str | None = None, changes: Sequence[Chan
         lines.append(f"| {case_id} | " + " | ".join(cells + ratios) + " |")
     lines += [
         "",
-        "Median client latency (submit until the output is decoded) ± half the min–max range of the measured "
-        f"requests; in brackets, the change against the median of the last {HISTORY_NIGHTS} comparable nightly "
-        "results (same case config, engine, hardware and methodology); ⚠ marks a series whose latest confirmed "
-        "change is a regression (see Changes). A failure shows its error class; a framework diffbench has no "
-        "adapter for shows as not run.",
+        "Median client latency (submit until the output is decoded) of the measured requests, with the bootstrap "
+        "95 % interval of that median in square brackets; in parentheses, the change against the median of the "
+        f"last {HISTORY_NIGHTS} comparable nightly results (same case config, engine, hardware and methodology); "
+        "⚠ marks a series whose latest confirmed change is a regression (see Changes). A failure shows its error "
+        "class; a framework diffbench has no adapter for shows as not run.",
         "",
     ]
     styles = styles_for(list(dict.fromkeys(frame[frame["case_id"].isin(cases)]["framework"])))

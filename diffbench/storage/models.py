@@ -125,6 +125,9 @@ class Result(Base):
     median_s: Mapped[float | None]
     min_s: Mapped[float | None]
     max_s: Mapped[float | None]
+    # Bootstrap 95 % interval of median_s (stats.median_interval); None with fewer than two samples.
+    ci_low_s: Mapped[float | None]
+    ci_high_s: Mapped[float | None]
     server_median_s: Mapped[float | None]
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime]

@@ -122,6 +122,7 @@ def _result_row(run_id: str, result: CaseResult) -> Result:
         ready_s=result.ready_s, first_request_latency_s=result.first_request_latency_s,
         n=client.n if client else 0, median_s=client.median if client else None,
         min_s=client.min if client else None, max_s=client.max if client else None,
+        ci_low_s=client.low if client else None, ci_high_s=client.high if client else None,
         server_median_s=server.median if server else None,
         started_at=result.started_at, finished_at=result.finished_at,
     )
@@ -170,7 +171,7 @@ RESULT_COLUMNS = [
     Result.run_id, Run.started_at, Run.trigger, Run.label, Run.baseline, Run.source, Run.host, Run.gpu_model,
     Run.driver, Run.diffbench_version, Run.engine_versions, Run.status.label("run_status"),
     Result.case_id, Result.framework, Result.engine, Result.status, Result.error_class,
-    Result.median_s, Result.min_s, Result.max_s, Result.n, Result.server_median_s,
+    Result.median_s, Result.min_s, Result.max_s, Result.ci_low_s, Result.ci_high_s, Result.n, Result.server_median_s,
     Result.config_hash, Result.series_key, Result.methodology, Result.num_gpus, Result.engine_version,
     Result.model, Result.task, Result.host,
 ]

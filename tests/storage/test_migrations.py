@@ -7,7 +7,7 @@ import json
 
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 
 from diffbench.storage import migrate, store
 
@@ -35,16 +35,15 @@ def test_a_new_engine_build_stays_in_its_series_and_a_config_change_starts_one()
 
 
 def test_0004_recomputes_the_keys_of_results_stored_with_an_image_in_them(database_url: str) -> None:
-    engine = create_engine(database_url)
-    with engine.begin() as connection:
-        command.upgrade(migrate.alembic_config(connection), "0003")
+    engine = store.open_database(database_url)
     store.save_run(engine, make_run())
     result = make_result(image_digest="sha256:" + "1" * 64)
     store.save_result(engine, "r1", result)
     digest_key = hashlib.sha256(json.dumps([result.config_hash, result.engine, result.hardware, result.methodology,
                                             result.image_digest]).encode()).hexdigest()[:16]
     with engine.begin() as connection:
-        connection.execute(text("UPDATE results SET series_key = :key"), {"key": digest_key})  # as 0003 stored it
+        command.downgrade(migrate.alembic_config(connection), "0003")  # the key as 0003 stored it, image and all
+        assert connection.execute(text("SELECT series_key FROM results")).scalar_one() == digest_key
     store.open_database(database_url).dispose()
     with engine.connect() as connection:
         assert connection.execute(text("SELECT series_key FROM results")).scalar_one() == result.series_key

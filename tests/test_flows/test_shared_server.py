@@ -14,10 +14,11 @@ from diffbench.storage import store
 
 SHARED = """
 measurement_repeats: 2
+auto_repeats: {{target: 0.05, min_requests: 4, max_requests: 12, max_seconds: 60}}
 deadlines: {{ready_s: 120, request_s: 60, case_minutes: 10}}
 cases:
   - {{id: small, model: {flux}, task: text-to-image, width: 32, height: 32, num_inference_steps: 1, seed: 1,
-      frameworks: {{diffusers: {{serve_args: --device cpu}}}}}}
+      measurement_repeats: auto, frameworks: {{diffusers: {{serve_args: --device cpu}}}}}}
   - {{id: large, model: {flux}, task: text-to-image, width: 128, height: 96, num_inference_steps: 6, seed: 2,
       frameworks: {{diffusers: {{serve_args: --device cpu}}}}}}
   - {{id: default, model: {flux}, task: text-to-image, seed: 3, warmup_requests: 0,
@@ -47,6 +48,8 @@ def test_each_case_on_a_shared_server_gets_its_own_request(prefect_api, tiny_mod
             "json_array_length(s.denoise_step_ms) FROM samples s JOIN results r ON r.id = s.result_id")).all()
         results = {case: (argv, json.loads(request), median) for case, argv, request, median in connection.execute(
             text("SELECT case_id, serve_argv, request, median_s FROM results"))}
+        intervals = {case: (n, low, median, high) for case, n, low, median, high in connection.execute(
+            text("SELECT case_id, n, ci_low_s, median_s, ci_high_s FROM results"))}
     engine.dispose()
     by_case: dict[str, list] = {}
     for case_id, *rest in samples:
@@ -71,6 +74,11 @@ def test_each_case_on_a_shared_server_gets_its_own_request(prefect_api, tiny_mod
     assert "size" not in requests["default"] and requests["default"]["seed"] == 3
     dumps = {case: request["json"]["perf_dump_path"] for case, (_, request, _) in results.items()}
     assert all(f"/cases/{case}/" in path for case, path in dumps.items())
+    # Each median is stored with its bootstrap interval; `auto` measured until it was narrow enough (or 12).
+    assert all(low <= median <= high for _, low, median, high in intervals.values())
+    assert intervals["large"][0] == intervals["default"][0] == 2
+    n, low, median, high = intervals["small"]
+    assert 4 <= n <= 12 and ((high - low) / 2 / median <= 0.05 or n == 12)
 
 
 AFTER_A_TIMEOUT = """
