@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, PositiveFloat, field_validator, model_validator
 
 Task = Literal["text-to-image", "image-edit", "text-to-video", "image-to-video", "text-image-to-video"]
 VIDEO_TASKS = frozenset({"text-to-video", "image-to-video", "text-image-to-video"})
@@ -161,9 +161,12 @@ class WarmupDefaults(_Strict):
 
 
 class ThroughputDefaults(_Strict):
-    num_requests: int = Field(4, ge=1)
-    max_concurrency: int = Field(1, ge=1)
-    request_rate: float | Literal["inf"] = "inf"
+    """sglang's throughput block: after its latency requests, each case is measured under load."""
+
+    num_requests: int = Field(4, ge=1, description="Requests per concurrency level (at least the level).")
+    max_concurrency: int = Field(1, ge=1, description="Levels 1, 2, 4 … up to and including this one.")
+    request_rate: PositiveFloat | Literal["inf"] = Field(
+        "inf", description="Poisson arrivals per second, or `inf`: every request sent as soon as a slot frees.")
 
 
 class BenchmarkDefaults(_Strict):
@@ -214,6 +217,7 @@ class Pair(_Strict):
     warmup_requests: int
     measurement_repeats: Repeats
     auto_repeats: AutoRepeats = AutoRepeats()
+    throughput: ThroughputDefaults | None = None
     deadlines: Deadlines
 
     @property
@@ -270,5 +274,6 @@ def resolve(matrix: Matrix, case: Case, framework: str, options: FrameworkOption
         warmup_requests=warmup,
         measurement_repeats=case.measurement_repeats or matrix.measurement_repeats,
         auto_repeats=matrix.auto_repeats,
+        throughput=matrix.benchmark_defaults.throughput,
         deadlines=deadlines,
     )

@@ -23,8 +23,13 @@ if TYPE_CHECKING:
     from diffbench.cases import Pair
     from diffbench.engines.base import Engine
 
-POLL_FIRST_S = 0.05
+# A video job is polled every POLL_FINE_S from FINE_FROM of its expected time on (or from the
+# start when none is known yet), and sparsely before, with a backoff capped at POLL_MAX_S: the
+# client time then overshoots the job's end by at most one fine interval and a GET. Half, since
+# the first request after launch can take 1.5x the later ones (FLUX on an H100: 8.4 s, then 5.7 s).
+POLL_FINE_S = 0.025
 POLL_MAX_S = 0.25
+FINE_FROM = 0.5
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,8 @@ class Sample:
     poll_bound_s: float | None
     perf_dump_path: str | None = None
     perf_dump_missing: bool = False
+    thumbnail: str = ""
+    throttled: bool | None = None
 
 
 def _fail(exc: httpx.HTTPError, what: str) -> RequestFailed:
@@ -116,26 +123,43 @@ def _image_bytes(body: dict[str, Any], what: str) -> bytes:
         raise BadOutput(f"{what}: response carries no base64 image ({exc!r})") from exc
 
 
-def _poll_video(http: httpx.Client, request: Request, job: dict[str, Any], deadline: float) -> tuple[dict, float]:
-    """Poll a video job with a 50 ms backoff capped at 250 ms; return the final job and last wait."""
+def poll_wait(elapsed_s: float, expected_s: float | None, previous_s: float) -> float:
+    """How long to sleep before the next poll of a video job `elapsed_s` after it was submitted.
+
+    Fine near (and past) the expected end, so the poll bound stays within ~50 ms; before it the
+    backoff grows from the previous wait but never sleeps past the start of the fine phase.
+    """
+    # Less one coarse wait: a short job, whose client time is much more than the job itself, is always polled finely.
+    fine_from = expected_s * FINE_FROM - POLL_MAX_S if expected_s else 0.0
+    if elapsed_s >= fine_from:
+        return POLL_FINE_S
+    return max(POLL_FINE_S, min(previous_s * 1.5, POLL_MAX_S, fine_from - elapsed_s))
+
+
+def _poll_video(http: httpx.Client, request: Request, job: dict[str, Any], deadline: float, started: float,
+                expected_s: float | None) -> tuple[dict, float]:
+    """Poll a video job until it is done (see `poll_wait`); return the final job and the last wait."""
     what = f"GET {request.path}/{{id}}"
     if "id" not in job:
         raise BadOutput(f"POST {request.path}: response has no job id: {job}")
-    wait, last_wait = POLL_FIRST_S, 0.0
+    wait = 0.0
     while job.get("status") not in ("completed", "failed"):
+        wait = poll_wait(time.perf_counter() - started, expected_s, wait)
         if time.monotonic() + wait > deadline:
             raise RequestTimeout(f"video job {job['id']} still {job.get('status')!r} at the deadline")
         time.sleep(wait)
         job = _json(_checked(http.get(f"{request.path}/{job['id']}", timeout=POLL_MAX_S * 20), what), what)
-        last_wait, wait = wait, min(wait * 1.5, POLL_MAX_S)
     if job["status"] == "failed":
         message = (job.get("error") or {}).get("message", "no message")
         raise RequestFailed(f"video job {job['id']} failed on the server: {message}")
-    return job, last_wait
+    return job, wait
 
 
-def send(http: httpx.Client, request: Request, timeout_s: float) -> Output:
-    """Send `request`, wait for and decode its output; the clock stops once it is decoded."""
+def send(http: httpx.Client, request: Request, timeout_s: float, expected_s: float | None = None) -> Output:
+    """Send `request`, wait for and decode its output; the clock stops once it is decoded.
+
+    `expected_s` is the fastest the same request took before: video polling uses it.
+    """
     what = f"POST {request.path}"
     started = time.perf_counter()
     deadline = time.monotonic() + timeout_s
@@ -152,7 +176,7 @@ def send(http: httpx.Client, request: Request, timeout_s: float) -> Output:
             body, poll_bound_s = {}, 0.0
             decoded = media.decode_video(response.content)
         else:
-            body, poll_bound_s = _poll_video(http, request, _json(response, what), deadline)
+            body, poll_bound_s = _poll_video(http, request, _json(response, what), deadline, started, expected_s)
             remaining = max(deadline - time.monotonic(), 1.0)
             content = _checked(http.get(f"{request.path}/{body['id']}/content", timeout=remaining), "GET content")
             decoded = media.decode_video(content.content)
@@ -170,7 +194,7 @@ def describe(request: Request) -> dict[str, Any]:
 
 
 def measure(http: httpx.Client, engine: Engine, pair: Pair, model: str, image: bytes | None, workdir: Path,
-            timeout_s: float | None = None) -> Sample:
+            timeout_s: float | None = None, expected_s: float | None = None) -> Sample:
     """Send one request for `pair`'s case and return its sample, timed as the response reports it.
 
     The request, deadline, perf-dump folder and shape check are all `pair`'s own, whichever case
@@ -180,7 +204,7 @@ def measure(http: httpx.Client, engine: Engine, pair: Pair, model: str, image: b
     dump = workdir / f"perf-{uuid.uuid4().hex}.json" if engine.uses_perf_dump else None
     timeout_s = min(timeout_s, pair.deadlines.request_s) if timeout_s else pair.deadlines.request_s
     request = engine.request(pair, model, image, dump)
-    output = send(http, request, timeout_s)
+    output = send(http, request, timeout_s, expected_s)
     case = pair.case
     media.check_shape(output.decoded, case.width, case.height, case.num_frames if case.is_video else None)
     timing = engine.server_timing(output)
@@ -197,6 +221,7 @@ def measure(http: httpx.Client, engine: Engine, pair: Pair, model: str, image: b
         num_frames=output.decoded.num_frames,
         poll_bound_s=output.poll_bound_s,
         perf_dump_path=str(dump) if dump else None,
+        thumbnail=output.decoded.thumbnail,
     )
 
 

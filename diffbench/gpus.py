@@ -21,6 +21,8 @@ MB = 1024 * 1024
 # What a stopped server may leave above the GPU's idle baseline: NVML's reading moves by a few MiB.
 IDLE_MARGIN_MB = 128
 LOCK_POLL_S = 0.5
+# The GPU index that stands for the CPU of a host without GPUs, in canaries and suspects.
+CPU_SLOT = -1
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class GpuPool:
     order, each that fits the GPUs free now. Without GPUs there is a single CPU slot, so CPU
     servers run one at a time and do not compete for cores while measured. `idle_mb` is each
     GPU's memory reading when the pool was made, at the start of a run: its idle baseline.
+    `suspects` are the GPUs (CPU_SLOT: the CPU) the night's canary doubts, with why.
     """
 
     def __init__(self, gpu_ids: tuple[int, ...], lock_dir: Path) -> None:
@@ -128,6 +131,7 @@ class GpuPool:
         self._waiting: list[_Waiter] = []
         self._arrivals = itertools.count()
         self.holds: list[Hold] = []
+        self.suspects: dict[int, str] = {}
 
     def refusal(self, count: int) -> ConfigError | None:
         """Why `count` GPUs can never be handed out here, or None."""

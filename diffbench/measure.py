@@ -10,11 +10,12 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from diffbench import load, telemetry
 from diffbench.cases import Case, Pair
 from diffbench.client import Sample, describe, with_perf_dump
 from diffbench.download import Download
@@ -22,8 +23,10 @@ from diffbench.engines import ENGINES, ServerSpec
 from diffbench.engines.environments import EngineEnvironment
 from diffbench.errors import CaseTimeout, DiffbenchError, ServerError
 from diffbench.launcher import Server, free_port
+from diffbench.load import LoadLevel
 from diffbench.results import METHODOLOGY, CaseResult, ResultStatus
 from diffbench.stats import summarize
+from diffbench.telemetry import Sampler, Telemetry
 
 
 @dataclass(frozen=True)
@@ -86,19 +89,44 @@ def enough(pair: Pair, samples: list[Sample], measuring_s: float) -> bool:
     return summary is not None and summary.half_width is not None and summary.half_width <= auto.target
 
 
-def benchmark(server: Server, pair: Pair, image: bytes | None, samples: list[Sample], deadline: Deadline,
+def benchmark(server: Server, pair: Pair, image: bytes | None, samples: list[Sample],
+              windows: list[tuple[float, float]], deadline: Deadline,
               on_sample: Callable[[], None] = lambda: None) -> list[Sample]:
     """Measure `pair`'s case until `samples` is `enough`.
 
-    `samples` is appended to as each request finishes, and `on_sample` called, so a retry
-    continues where a failed attempt stopped and a failure, or a kill, still leaves what was
-    measured.
+    `samples` is appended to as each request finishes, with its (start, end) on the monotonic
+    clock in `windows`, and `on_sample` called, so a retry continues where a failed attempt
+    stopped and a failure, or a kill, still leaves what was measured.
     """
     started = time.monotonic()
     while not enough(pair, samples, time.monotonic() - started):
+        sent = time.monotonic()
         samples.append(server.generate(pair, image, deadline.remaining(f"request {len(samples) + 1}")))
+        windows.append((sent, time.monotonic()))
         on_sample()
     return samples
+
+
+def with_telemetry(samples: list[Sample], windows: list[tuple[float, float]],
+                   sampler: Sampler) -> tuple[list[Sample], Telemetry]:
+    """The samples flagged where their GPUs throttled, and the telemetry of their requests."""
+    report = telemetry.summarize(sampler.points, windows, len(samples), sampler.absent)
+    if not report.available:
+        return samples, report
+    return [replace(s, throttled=i in report.throttled_requests) for i, s in enumerate(samples)], report
+
+
+def throughput(server: Server, pair: Pair, image: bytes | None, deadline: Deadline) -> list[LoadLevel]:
+    """`pair`'s case under load at each concurrency level of its throughput block; [] without one."""
+    block = pair.throughput
+    if block is None:
+        return []
+
+    def send() -> float:
+        return server.generate(pair, image, deadline.remaining("a throughput request")).client_latency_s
+
+    return [load.level(send, concurrency, block.num_requests, block.request_rate)
+            for concurrency in load.concurrency_levels(block.max_concurrency)]
 
 
 def collect_perf_dumps(server: Server, samples: list[Sample]) -> list[Sample]:
@@ -119,6 +147,10 @@ class CaseRecord:
     server: Server | None = None
     first_request_latency_s: float | None = None
     samples: list[Sample] = field(default_factory=list)
+    windows: list[tuple[float, float]] = field(default_factory=list)
+    telemetry: Telemetry | None = None
+    throughput: list[LoadLevel] = field(default_factory=list)
+    suspect: str | None = None
     error: BaseException | None = None
 
     def result(self, status: ResultStatus | None = None) -> CaseResult:
@@ -142,6 +174,9 @@ class CaseRecord:
             ready_s=server.ready_s if server else None, first_request_latency_s=self.first_request_latency_s,
             samples=list(self.samples),
             error_class=_error_class(error), error_message=_error_message(error), log_tail=log_tail,
+            num_inference_steps=pair.case.num_inference_steps, fps=pair.case.fps,
+            telemetry=self.telemetry.to_json() if self.telemetry else None,
+            throughput=[level.to_json() for level in self.throughput], suspect=self.suspect,
         )
 
     def request(self) -> dict[str, Any] | None:

@@ -15,6 +15,9 @@ from PIL import Image, UnidentifiedImageError
 from diffbench.errors import BadOutput, InputMissing
 
 GENERATED_SIZE = 512
+# Outputs are compared on a small grey thumbnail: enough to tell a different picture from
+# rounding noise, small enough to store with every sample.
+THUMB_SIDE = 16
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,19 @@ class Decoded:
     height: int
     num_frames: int
     sha256: str
+    thumbnail: str = ""  # THUMB_SIDE² grey pixels as hex; the middle frame of a video
+
+
+def thumbnail(pixels: np.ndarray) -> str:
+    """`pixels` (H, W, 3) shrunk to THUMB_SIDE² grey levels, as hex."""
+    grey = Image.fromarray(pixels).convert("L").resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)
+    return np.asarray(grey, dtype=np.uint8).tobytes().hex()
+
+
+def distance(a: str, b: str) -> float:
+    """Mean absolute difference of two thumbnails, as a fraction of the grey range (0 = same picture)."""
+    left, right = (np.frombuffer(bytes.fromhex(t), dtype=np.uint8).astype(float) for t in (a, b))
+    return float(np.abs(left - right).mean() / 255)
 
 
 def generated_image(size: int = GENERATED_SIZE) -> bytes:
@@ -67,7 +83,7 @@ def decode_image(data: bytes) -> Decoded:
     if pixels.min() == pixels.max():
         raise BadOutput(f"image is one constant colour ({int(pixels.min())})")
     height, width = pixels.shape[:2]
-    return Decoded(width, height, 1, hashlib.sha256(data).hexdigest())
+    return Decoded(width, height, 1, hashlib.sha256(data).hexdigest(), thumbnail(pixels))
 
 
 def decode_video(data: bytes) -> Decoded:
@@ -80,7 +96,7 @@ def decode_video(data: bytes) -> Decoded:
     if not frames:
         raise BadOutput("video has no frames")
     height, width = frames[0].shape[:2]
-    return Decoded(width, height, len(frames), hashlib.sha256(data).hexdigest())
+    return Decoded(width, height, len(frames), hashlib.sha256(data).hexdigest(), thumbnail(frames[len(frames) // 2]))
 
 
 def check_shape(decoded: Decoded, width: int | None, height: int | None, num_frames: int | None) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from diffbench import media
+from diffbench.cases import VIDEO_TASKS
 from diffbench.client import Sample
 from diffbench.stats import Summary, summarize
 
@@ -90,6 +93,17 @@ class CaseResult:
     error_class: str | None = None
     error_message: str | None = None
     log_tail: str | None = None
+    # The case's steps and frame rate as asked (None: the model's default), for cost units.
+    num_inference_steps: int | None = None
+    fps: int | None = None
+    # `telemetry.Telemetry.to_json()` of the measured requests; None where none was sampled.
+    telemetry: dict[str, Any] | None = None
+    # `load.LoadLevel.to_json()` per concurrency level of the throughput block.
+    throughput: list[dict[str, Any]] = field(default_factory=list)
+    # Seconds from stopping the case's server until its GPUs' memory was back to idle.
+    memory_release_s: float | None = None
+    # Why the night's canary doubts the case's GPUs; such a result is never compared.
+    suspect: str | None = None
 
     @property
     def series_key(self) -> str:
@@ -106,3 +120,52 @@ class CaseResult:
     @property
     def server(self) -> Summary | None:
         return summarize([s.server_latency_s for s in self.samples if s.server_latency_s is not None])
+
+    @property
+    def steps(self) -> int | None:
+        """Denoising steps: as asked, else as the server reported them."""
+        reported = next((len(s.denoise_step_ms) for s in self.samples if s.denoise_step_ms), None)
+        return self.num_inference_steps or reported
+
+    @property
+    def step_median_ms(self) -> float | None:
+        """Median server time of one denoising step, over every step of every measured request."""
+        steps = [ms for s in self.samples for ms in s.denoise_step_ms]
+        return statistics.median(steps) if steps else None
+
+    @property
+    def ms_per_megapixel_step(self) -> float | None:
+        """Client milliseconds per megapixel per step (per frame too, for a video): comparable across shapes."""
+        client, steps = self.client, self.steps
+        if client is None or not steps:
+            return None
+        sample = self.samples[0]
+        megapixels = sample.width * sample.height * max(sample.num_frames, 1) / 1e6
+        return client.median * 1000 / (megapixels * steps)
+
+    @property
+    def seconds_per_video_second(self) -> float | None:
+        """Client seconds per second of video made (1 = real time)."""
+        client = self.client
+        if client is None or self.task not in VIDEO_TASKS or not self.fps:
+            return None
+        return client.median / (self.samples[0].num_frames / self.fps)
+
+    @property
+    def joules_per_output(self) -> float | None:
+        return (self.telemetry or {}).get("energy_j_per_output")
+
+    @property
+    def identical_outputs(self) -> bool | None:
+        """Whether every measured request (one seed) gave the same bytes; None with fewer than two."""
+        if len(self.samples) < 2:
+            return None
+        return len({s.output_sha256 for s in self.samples}) == 1
+
+    @property
+    def output_spread(self) -> float | None:
+        """Largest picture distance (`media.distance`) of any request's output from the first one's."""
+        thumbs = [s.thumbnail for s in self.samples if s.thumbnail]
+        if len(thumbs) < 2:
+            return None
+        return max(media.distance(thumbs[0], t) for t in thumbs[1:])

@@ -8,8 +8,9 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,17 +25,19 @@ from diffbench.config import CaseMatrix
 from diffbench.download import Download
 from diffbench.engines.environments import EngineEnvironment
 from diffbench.errors import Cancelled, RequestTimeout, ServerError
-from diffbench.gpus import GpuPool, Hardware
+from diffbench.gpus import CPU_SLOT, GpuPool, Hardware
 from diffbench.groups import ServerGroup, server_groups
 from diffbench.launcher import Server, stop_reason
-from diffbench.measure import CaseRecord, Deadline
+from diffbench.measure import CaseRecord, Deadline, with_telemetry
 from diffbench.media import input_image
 from diffbench.packing import priority
 from diffbench.results import CaseResult
 from diffbench.settings import Settings
 from diffbench.storage import store
 from diffbench.storage.recorder import Recorder
+from diffbench.telemetry import Sampler
 from tasks.benchmark import benchmark
+from tasks.canary import hardware_canary
 from tasks.download import download_model
 from tasks.environment import prepare_environment
 from tasks.launch import launch_server
@@ -42,6 +45,7 @@ from tasks.perf_dump import collect_perf_dump
 from tasks.record import record_result
 from tasks.retry import RETRIES, is_retryable
 from tasks.stop import stop_server
+from tasks.throughput import measure_throughput
 from tasks.warmup import warm_up
 
 # Where a run's folder keeps its GPU timeline (`GpuPool.holds`).
@@ -55,20 +59,26 @@ class SharedServer:
     """What the cases of one group share: environment, model, GPUs and server, each got once.
 
     `failure` is set when getting one of them failed: every later case fails the same way
-    instead of trying again.
+    instead of trying again. `served` are the results measured on the server running now: when
+    it stops, each is given to `amend` again with the time its GPUs' memory took to come back.
+    `suspect` is the night's canary's doubt about these GPUs.
     """
 
     group: ServerGroup
     run_id: str
     settings: Settings
     gpus: tuple[int, ...]
+    amend: Callable[[CaseResult], None]
     idle_mb: dict[int, float] = field(default_factory=dict)
     image_source: str | None = None
+    suspect: str | None = None
     failure: Exception | None = None
     environment: EngineEnvironment | None = None
     download: Download | None = None
     server: Server | None = None
     image: bytes | None = None
+    served: list[CaseResult] = field(default_factory=list)
+    restart: bool = False
 
     def ready(self, pair: Pair, deadline: Deadline) -> tuple[Download, Server]:
         """The group's model and a live server, got for the first case that needs them."""
@@ -96,9 +106,13 @@ class SharedServer:
         return self.image
 
     def stop(self) -> None:
+        self.restart = False
         if self.server is not None:
             server, self.server = self.server, None
-            stop_server(server, self.idle_mb)
+            released = stop_server(server, self.idle_mb)
+            served, self.served = self.served, []
+            for result in served:
+                self.amend(replace(result, memory_release_s=released.seconds))
 
 
 def measure_case(pair: Pair, shared: SharedServer, hardware: str,
@@ -108,21 +122,24 @@ def measure_case(pair: Pair, shared: SharedServer, hardware: str,
     `progress` gets the result so far after each measured request, so that a run killed halfway
     keeps what it measured.
     """
-    record = CaseRecord(pair, hardware, shared.settings.host_label)
+    record = CaseRecord(pair, hardware, shared.settings.host_label, suspect=shared.suspect)
     deadline = Deadline.for_case(pair)
     try:
         record.image = shared.input_image() if pair.case.needs_image else None
         record.download, record.server = shared.ready(pair, deadline)
         record.first_request_latency_s = next(iter(warm_up(record.server, pair, record.image, deadline)), None)
-        measured = benchmark(record.server, pair, record.image, record.samples, deadline,
-                             lambda: progress(record.result("running")))
+        with Sampler(record.server.spec.gpus) as sampler:
+            benchmark(record.server, pair, record.image, record.samples, record.windows, deadline,
+                      lambda: progress(record.result("running")))
+        measured, record.telemetry = with_telemetry(record.samples, record.windows, sampler)
         record.samples = collect_perf_dump(record.server, pair, measured)
+        record.throughput = measure_throughput(record.server, pair, record.image, deadline)
     except Exception as exc:  # noqa: BLE001 - one failing case must not stop the others
         reason = stop_reason()
         record.error = Cancelled(f"the run was stopped by {reason} during this case") if reason else exc
         record.download = record.download or shared.download
-        if isinstance(exc, ServerError | RequestTimeout):
-            shared.stop()  # out of memory, or still busy with an abandoned request: the next case gets a new one
+        # Out of memory, or still busy with an abandoned request: the next case gets a new server.
+        shared.restart = isinstance(exc, ServerError | RequestTimeout)
     return record.result()
 
 
@@ -139,21 +156,30 @@ def measure_group(group: ServerGroup, run_id: str, recorder: Recorder, pool: Gpu
         environment = prepare_environment(group.first, settings)
     except Exception as exc:  # noqa: BLE001 - stored with every case of the group
         refusal = exc
-    results = []
+    results: dict[str, CaseResult] = {}
+
+    def keep(result: CaseResult) -> None:
+        results[result.case_id] = result
+        try:
+            record_result(recorder, run_id, result)
+        except Exception:  # noqa: BLE001 - a storage failure must not cost the other cases
+            get_run_logger().exception("%s/%s: could not be stored", result.case_id, result.framework)
+
     with pool.take(0 if refusal else group.num_gpus, estimate_s, group.label) as gpus:
-        shared = SharedServer(group, run_id, settings, gpus, pool.idle_mb, image_source, failure=refusal,
-                              environment=environment)
+        suspect = "; ".join(pool.suspects[g] for g in (gpus or (CPU_SLOT,)) if g in pool.suspects) or None
+        shared = SharedServer(group, run_id, settings, gpus, keep, pool.idle_mb, image_source, suspect,
+                              failure=refusal, environment=environment)
         try:
             for pair in group.pairs:
                 result = measure_case(pair, shared, hardware, lambda part: record_progress(recorder, run_id, part))
-                try:
-                    record_result(recorder, run_id, result)
-                except Exception:  # noqa: BLE001 - a storage failure must not cost the other cases
-                    get_run_logger().exception("%s/%s: could not be stored", pair.case.id, pair.framework)
-                results.append(result)
+                keep(result)
+                if shared.server is not None:
+                    shared.served.append(result)
+                if shared.restart:
+                    shared.stop()
         finally:
             shared.stop()
-    return results
+    return list(results.values())
 
 
 @task(cache_policy=NO_CACHE, retry_condition_fn=is_retryable, **RETRIES)
@@ -185,6 +211,14 @@ def group_estimates(groups: list[ServerGroup], recorder: Recorder,
     return estimates
 
 
+def canary_python(group: ServerGroup, settings: Settings) -> Path:
+    """The interpreter of the first server's engine, whose torch the night's servers use; else diffbench's."""
+    try:
+        return prepare_environment(group.first, settings).python or Path(sys.executable)
+    except Exception:  # noqa: BLE001 - its group reports the failure; the canary runs anyway
+        return Path(sys.executable)
+
+
 def write_timeline(pool: GpuPool, path: Path) -> None:
     """Which server held which GPUs when: the run's packing, for `diffbench` users and the GPU benchmark."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -208,6 +242,10 @@ def measure_pairs(pairs: list[Pair], matrix: CaseMatrix, run_id: str, recorder: 
     with host_lock.measuring(settings.host_lock, me, waiting):
         pool = GpuPool(hardware.gpu_ids, settings.state_dir / "gpu-locks")
         estimates = group_estimates(server_groups(pairs), recorder, hardware.gpu_model)
+        if estimates:
+            pool.suspects = hardware_canary(hardware.gpu_ids or (CPU_SLOT,),
+                                            canary_python(estimates[0][0], settings), settings.host_label, run_id,
+                                            recorder)
         # No Prefect timeout: on a worker thread it cannot interrupt anything; each case's deadline does.
         futures = [measure_group.submit(group, run_id, recorder, pool, matrix.matrix.test_image_url,
                                         hardware.gpu_model, settings, estimate) for group, estimate in estimates]

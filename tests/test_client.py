@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from diffbench import media
-from diffbench.client import POLL_FIRST_S, POLL_MAX_S, Request, send
+from diffbench.client import POLL_FINE_S, POLL_MAX_S, Request, poll_wait, send
 from diffbench.errors import BadOutput, RequestFailed, RequestTimeout
 
 IMAGE_REQUEST = Request("/v1/images/generations", "image", json={"prompt": "x"})
@@ -94,14 +94,32 @@ def video_server(statuses: list[str], final: dict | None = None) -> tuple[httpx.
     return client(handle), asked
 
 
-def test_video_is_polled_with_backoff_then_downloaded() -> None:
+def test_video_without_an_expected_time_is_polled_finely_then_downloaded() -> None:
     http, asked = video_server(["processing"] * 6 + ["completed"], {"inference_time_s": 1.0})
     output = send(http, VIDEO_REQUEST, 10)
     assert asked[0] == "POST /v1/videos" and asked[-1] == "GET /v1/videos/v1/content"
     assert asked.count("GET /v1/videos/v1") == 7
     assert output.decoded.num_frames == 5 and output.body["inference_time_s"] == 1.0
-    waits = [POLL_FIRST_S * 1.5**i for i in range(7)]
-    assert output.poll_bound_s == pytest.approx(min(waits[-1], POLL_MAX_S))
+    assert output.poll_bound_s == POLL_FINE_S
+
+
+def test_poll_waits_back_off_until_near_the_expected_end_then_stay_fine() -> None:
+    waits, elapsed, wait = [], 0.0, 0.0
+    while elapsed < 12.0:
+        wait = poll_wait(elapsed, 10.0, wait)
+        waits.append((elapsed, wait))
+        elapsed += wait
+    early = [w for t, w in waits if t < 4.75]
+    assert max(early) == POLL_MAX_S and early[0] == POLL_FINE_S
+    assert all(t + w <= 4.75 + 1e-9 for t, w in waits if t < 4.75), "never sleeps past the fine phase's start"
+    assert {w for t, w in waits if t >= 4.75} == {POLL_FINE_S}
+    assert len([t for t, _ in waits if t < 4.75]) < 4.75 / POLL_MAX_S + 10, "sparse before the fine phase"
+
+
+def test_a_job_done_earlier_than_expected_has_its_wider_bound_recorded() -> None:
+    http, _ = video_server(["processing"] * 3 + ["completed"])
+    output = send(http, VIDEO_REQUEST, 10, expected_s=30.0)
+    assert POLL_FINE_S < output.poll_bound_s <= POLL_MAX_S
 
 
 def test_failed_video_job_carries_the_server_message() -> None:

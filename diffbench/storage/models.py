@@ -3,7 +3,9 @@
 Portable between SQLite and Postgres: JSON columns, UTC timestamps, named constraints.
 History: schema 1 (2026-11-24) is the first; 2 (2026-11-29) adds each result's request and names
 a sample's peak memory `peak_reserved_mb`; 3 (2026-11-29) records the process that owns each run;
-4 recomputes series keys without the engine build; 5 keeps the alerts already announced.
+4 recomputes series keys without the engine build; 5 keeps the alerts already announced; 6 adds the
+median's interval; 7 adds GPU telemetry, cost units, throughput, determinism, memory release and the
+hardware canary.
 
 A run's status is `running`, then `ok` or `failed`, or `cancelled` (stopped by a signal or from the UI)
 or `crashed` (its process died, found by a later run on its host). A result's status is `pending` (not
@@ -20,6 +22,8 @@ from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, Index, MetaD
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
+
+from diffbench.media import THUMB_SIDE
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -129,6 +133,18 @@ class Result(Base):
     ci_low_s: Mapped[float | None]
     ci_high_s: Mapped[float | None]
     server_median_s: Mapped[float | None]
+    step_median_ms: Mapped[float | None]
+    # Cost units of the median (CaseResult's properties of the same names).
+    ms_per_megapixel_step: Mapped[float | None]
+    seconds_per_video_second: Mapped[float | None]
+    joules_per_output: Mapped[float | None]
+    # telemetry.Telemetry of the measured requests, and load.LoadLevel per concurrency level.
+    telemetry: Mapped[dict[str, Any] | None]
+    throughput: Mapped[list[Any]] = mapped_column(default=list)
+    identical_outputs: Mapped[bool | None]
+    output_spread: Mapped[float | None]
+    memory_release_s: Mapped[float | None]
+    suspect: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime]
 
@@ -157,6 +173,9 @@ class SampleRow(Base):
     poll_bound_s: Mapped[float | None]
     perf_dump_missing: Mapped[bool] = mapped_column(default=False)
     denoise_step_ms: Mapped[list[Any]] = mapped_column(default=list)
+    # media.thumbnail of the output, and whether its GPU throttled during the request (None: unknown).
+    thumbnail: Mapped[str | None] = mapped_column(String(2 * THUMB_SIDE**2))
+    throttled: Mapped[bool | None]
 
     result: Mapped[Result] = relationship(back_populates="samples")
     stages: Mapped[list[StageTiming]] = relationship(back_populates="sample", cascade="all, delete-orphan")
@@ -188,3 +207,22 @@ class AlertRow(Base):
     run_id: Mapped[str] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text)
     announced_at: Mapped[datetime]
+
+
+class CanaryRow(Base):
+    """One GPU's canary before a run's measurements (gpu -1: the CPU of a host without GPUs)."""
+
+    __tablename__ = "canaries"
+    __table_args__ = (Index("ix_canaries_host_gpu", "host", "gpu"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    host: Mapped[str] = mapped_column(String(200))
+    gpu: Mapped[int]
+    device_name: Mapped[str] = mapped_column(String(200))
+    matmul_tflops: Mapped[float]
+    bandwidth_gbs: Mapped[float]
+    seconds: Mapped[float]
+    measured_at: Mapped[datetime]
+    # Why this reading is well below the GPU's history (canary.judge); None when it is not.
+    suspect: Mapped[str | None] = mapped_column(Text)

@@ -59,6 +59,10 @@ class Recorder:
         """Several results in one write: a run's plan, before anything is measured."""
         return self._write("results", {"run_id": run_id, "results": [spool.dumped_result(r) for r in results]})
 
+    def canaries(self, run_id: str, readings: list[dict[str, Any]]) -> bool:
+        """The run's canary readings (see `store.save_canaries`)."""
+        return self._write("canaries", {"run_id": run_id, "readings": readings})
+
     def stop(self, run_id: str, status: str, reason: str) -> bool:
         """The run stopped before its end: `cancelled` or `crashed`, with its unfinished results."""
         payload = {"run_id": run_id, "status": status, "reason": reason, "finished_at": datetime.now(UTC).isoformat()}

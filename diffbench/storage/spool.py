@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from diffbench.results import CaseResult, RunInfo
 from diffbench.storage import store
 
-Operation = Literal["run", "result", "results", "finish", "stop"]
+Operation = Literal["run", "result", "results", "finish", "stop", "canaries"]
 _RUN = TypeAdapter(RunInfo)
 _RESULT = TypeAdapter(CaseResult)
 
@@ -29,6 +29,8 @@ def apply(engine: Engine, operation: Operation, payload: dict[str, Any]) -> None
         store.save_result(engine, payload["run_id"], _RESULT.validate_python(payload["result"]))
     elif operation == "results":
         store.save_results(engine, payload["run_id"], [_RESULT.validate_python(r) for r in payload["results"]])
+    elif operation == "canaries":
+        store.save_canaries(engine, payload["run_id"], payload["readings"])
     elif operation == "stop":
         store.stop_run(engine, payload["run_id"], payload["status"], payload["reason"],
                        datetime.fromisoformat(payload["finished_at"]))

@@ -19,14 +19,17 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from diffbench.alerts import Alert
+from diffbench.canary import CanaryReading
 from diffbench.errors import ConfigError, StorageUnavailable
 from diffbench.regressions import Point
 from diffbench.results import UNFINISHED, CaseResult, Outcome, RunInfo
 from diffbench.storage import migrate
-from diffbench.storage.models import AlertRow, Result, Run, SampleRow, StageTiming
+from diffbench.storage.models import AlertRow, CanaryRow, Result, Run, SampleRow, StageTiming
 
 ERROR_MESSAGE_LIMIT = 4000
 LOG_TAIL_LIMIT = 8000
+# How many earlier canary readings of a GPU its new one is judged against.
+CANARY_HISTORY = 10
 
 
 def redacted(url: str) -> str:
@@ -124,6 +127,11 @@ def _result_row(run_id: str, result: CaseResult) -> Result:
         min_s=client.min if client else None, max_s=client.max if client else None,
         ci_low_s=client.low if client else None, ci_high_s=client.high if client else None,
         server_median_s=server.median if server else None,
+        step_median_ms=result.step_median_ms,
+        ms_per_megapixel_step=result.ms_per_megapixel_step, seconds_per_video_second=result.seconds_per_video_second,
+        joules_per_output=result.joules_per_output, telemetry=result.telemetry, throughput=result.throughput,
+        identical_outputs=result.identical_outputs, output_spread=result.output_spread,
+        memory_release_s=result.memory_release_s, suspect=result.suspect,
         started_at=result.started_at, finished_at=result.finished_at,
     )
     for index, sample in enumerate(result.samples):
@@ -133,6 +141,7 @@ def _result_row(run_id: str, result: CaseResult) -> Result:
             output_sha256=sample.output_sha256, width=sample.width, height=sample.height,
             num_frames=sample.num_frames, poll_bound_s=sample.poll_bound_s,
             perf_dump_missing=sample.perf_dump_missing, denoise_step_ms=list(sample.denoise_step_ms),
+            thumbnail=sample.thumbnail or None, throttled=sample.throttled,
             stages=[StageTiming(stage=name, duration_ms=ms) for name, ms in sample.stage_ms.items()],
         ))
     return row
@@ -172,6 +181,13 @@ RESULT_COLUMNS = [
     Run.driver, Run.diffbench_version, Run.engine_versions, Run.status.label("run_status"),
     Result.case_id, Result.framework, Result.engine, Result.status, Result.error_class,
     Result.median_s, Result.min_s, Result.max_s, Result.ci_low_s, Result.ci_high_s, Result.n, Result.server_median_s,
+    Result.download_s, Result.ready_s, Result.first_request_latency_s, Result.step_median_ms,
+    Result.ms_per_megapixel_step,
+    Result.seconds_per_video_second, Result.joules_per_output, Result.telemetry, Result.throughput,
+    Result.identical_outputs, Result.output_spread, Result.memory_release_s, Result.suspect,
+    # The first output's thumbnail: outputs of engines are compared by picture, not by hash.
+    select(SampleRow.thumbnail).where(SampleRow.result_id == Result.id, SampleRow.index == 0)
+    .scalar_subquery().label("thumbnail"),
     Result.config_hash, Result.series_key, Result.methodology, Result.num_gpus, Result.engine_version,
     Result.model, Result.task, Result.host,
 ]
@@ -179,8 +195,11 @@ RESULT_COLUMNS = [
 
 def nightly_points(engine: Engine, case_id: str | None = None,
                    framework: str | None = None) -> dict[tuple[str, str], list[Point]]:
-    """Each (case, framework)'s measured nightly results, oldest first, with every client latency."""
-    where = [Run.trigger == "schedule", Result.status == "ok"]
+    """Each (case, framework)'s measured nightly results, oldest first, with every client latency.
+
+    Results the night's canary doubts are left out: a slow GPU is not a slower engine.
+    """
+    where = [Run.trigger == "schedule", Result.status == "ok", Result.suspect.is_(None)]
     where += [Result.case_id == case_id] if case_id is not None else []
     where += [Result.framework == framework] if framework is not None else []
     results = (select(Result.id, Result.case_id, Result.framework, Result.run_id, Run.started_at, Result.series_key,
@@ -199,6 +218,28 @@ def nightly_points(engine: Engine, case_id: str | None = None,
             points.setdefault((case, fw), []).append(
                 Point(run_id, started_at, series, tuple(samples[result_id]), version))
     return points
+
+
+def save_canaries(engine: Engine, run_id: str, readings: list[dict[str, Any]]) -> None:
+    """A run's canary readings: `CanaryReading` fields plus `suspect` and `measured_at` (ISO)."""
+    rows = [CanaryRow(run_id=run_id, **(r | {"measured_at": datetime.fromisoformat(r["measured_at"])}))
+            for r in readings]
+    with reachable(str(engine.url)), Session(engine) as session, session.begin():
+        session.add_all(rows)
+
+
+def canary_history(engine: Engine, host: str, gpus: list[int], limit: int = CANARY_HISTORY) -> list[CanaryReading]:
+    """The latest `limit` canary readings of each of `host`'s `gpus`, oldest first."""
+    history: list[CanaryReading] = []
+    with reachable(str(engine.url)), Session(engine) as session:
+        for gpu in gpus:
+            # A suspect reading is not a new normal: a GPU that stays slow stays suspect.
+            rows = session.scalars(select(CanaryRow).where(CanaryRow.host == host, CanaryRow.gpu == gpu,
+                                                           CanaryRow.suspect.is_(None))
+                                   .order_by(CanaryRow.measured_at.desc()).limit(limit)).all()
+            history += [CanaryReading(r.host, r.gpu, r.device_name, r.matmul_tflops, r.bandwidth_gbs, r.seconds)
+                        for r in reversed(rows)]
+    return history
 
 
 def case_seconds(engine: Engine, series_keys: list[str]) -> dict[str, float]:

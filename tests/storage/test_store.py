@@ -51,3 +51,36 @@ def test_unreachable_database_is_storage_unavailable_without_the_password() -> N
         store.open_database(url)
     assert caught.value.error_class == "storage" and "s3cret-pw" not in str(caught.value)
     assert "bench:***@127.0.0.1:1/results" in str(caught.value)
+
+
+def test_new_measurements_round_trip_and_suspect_results_leave_the_nightly_history(database) -> None:
+    engine = database
+    telemetry = {"available": True, "energy_j_per_output": 930.0, "throttled_requests": [1]}
+    levels = [{"concurrency": 2, "requests": 4, "failed": 0, "requests_per_s": 1.5, "p50_s": 1.2}]
+    for night, suspect in enumerate([None, "GPU 0 canary: matmul 412 TFLOP/s, 22 % below its median"]):
+        store.save_run(engine, make_run(f"r{night}", day=night))
+        store.save_result(engine, f"r{night}", make_result(telemetry=telemetry, throughput=levels, suspect=suspect,
+                                                          memory_release_s=0.41, num_inference_steps=2))
+    frame = store.results_frame(engine)
+    assert frame["joules_per_output"].tolist() == [930.0, 930.0]
+    assert frame["throughput"].tolist() == [levels, levels] and frame["telemetry"].tolist() == [telemetry] * 2
+    # 64x64 pixels, 2 steps, median 1.0 s: 1000 ms / (0.004096 MP x 2).
+    assert frame["ms_per_megapixel_step"].tolist() == pytest.approx([1000 / (0.004096 * 2)] * 2)
+    assert frame["memory_release_s"].tolist() == [0.41, 0.41] and frame["identical_outputs"].tolist() == [True] * 2
+    assert [p.run_id for p in store.nightly_points(engine)[("flux", "sglang")]] == ["r0"]
+
+
+def test_canary_history_is_per_host_and_gpu_oldest_first_without_suspect_readings(database) -> None:
+    engine = database
+    store.save_run(engine, make_run())
+    reading = {"host": "h", "gpu": 0, "device_name": "NVIDIA H200", "bandwidth_gbs": 4200.0, "seconds": 0.7}
+    store.save_canaries(engine, "r1", [
+        reading | {"matmul_tflops": 700.0 + day, "suspect": None, "measured_at": f"2026-11-0{day}T01:00:00+00:00"}
+        for day in (3, 1, 2)] + [
+        reading | {"matmul_tflops": 400.0, "suspect": "slow", "measured_at": "2026-11-04T01:00:00+00:00"},
+        reading | {"gpu": 1, "matmul_tflops": 1.0, "suspect": None, "measured_at": "2026-11-04T01:00:00+00:00"},
+        reading | {"host": "other", "matmul_tflops": 1.0, "suspect": None, "measured_at": "2026-11-04T01:00:00+00:00"},
+    ])
+    assert [r.matmul_tflops for r in store.canary_history(engine, "h", [0])] == [701.0, 702.0, 703.0]
+    assert [r.matmul_tflops for r in store.canary_history(engine, "h", [0], limit=2)] == [702.0, 703.0]
+    assert [(r.gpu, r.matmul_tflops) for r in store.canary_history(engine, "h", [0, 1])][-1] == (1, 1.0)
