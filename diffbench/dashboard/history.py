@@ -21,10 +21,14 @@ def pick_run(frame: pd.DataFrame, run_id: str | None) -> str:
 
 
 def comparable_history(frame: pd.DataFrame, row: pd.Series) -> list[float]:
-    """Medians of the last nightly results of the same series before `row`'s run."""
+    """Medians of the last nightly results of the same series before `row`'s run.
+
+    Results the night's canary doubts are left out, as the change detector leaves them out.
+    """
     earlier = frame[
         (frame["case_id"] == row["case_id"]) & (frame["series_key"] == row["series_key"])
-        & (frame["trigger"] == "schedule") & (frame["status"] == "ok") & (frame["started_at"] < row["started_at"])
+        & (frame["trigger"] == "schedule") & (frame["status"] == "ok") & frame["suspect"].isna()
+        & (frame["started_at"] < row["started_at"])
     ]
     return earlier["median_s"].tail(HISTORY_NIGHTS).tolist()
 

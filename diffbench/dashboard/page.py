@@ -1,4 +1,4 @@
-"""The dashboard page: a run header, one table row per case, and the trend charts."""
+"""The dashboard page: a run header, one table row per case, the run's details, and the charts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from diffbench.dashboard.charts import styles_for, trend_png
+from diffbench.dashboard.charts import COLD_START, cold_start_figure, png, styles_for, throughput_figure, trend_png
+from diffbench.dashboard.details import across_engines, details, present, throughput_table, throughputs
 from diffbench.dashboard.history import HISTORY_NIGHTS, baseline_of, change, pick_run
 from diffbench.regressions import Change
 from diffbench.results import UNFINISHED
@@ -22,7 +23,7 @@ TRENDS_HEADING = "## Trends"
 
 @dataclass(frozen=True)
 class Dashboard:
-    """Markdown that links `<case>.png`, and those PNGs."""
+    """Markdown that links `<name>.png` for each chart, and those PNGs by name."""
 
     markdown: str
     charts: dict[str, bytes]
@@ -30,8 +31,8 @@ class Dashboard:
 
     def write(self, out: Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
-        for case_id, png in self.charts.items():
-            (out / f"{case_id}.png").write_bytes(png)
+        for name, chart in self.charts.items():
+            (out / f"{name}.png").write_bytes(chart)
         index = out / "index.md"
         index.write_text(self.markdown)
         return index
@@ -39,8 +40,8 @@ class Dashboard:
     def inline_markdown(self) -> str:
         """The same page with the charts embedded as data URIs (for a Prefect artifact)."""
         text = self.markdown
-        for case_id, png in self.charts.items():
-            text = text.replace(f"]({case_id}.png)", f"](data:image/png;base64,{base64.b64encode(png).decode()})")
+        for name, chart in self.charts.items():
+            text = text.replace(f"]({name}.png)", f"](data:image/png;base64,{base64.b64encode(chart).decode()})")
         return text
 
 
@@ -110,8 +111,16 @@ def _cell(frame: pd.DataFrame, row: pd.Series | None, changes: Sequence[Change])
     if pd.notna(row["ci_low_s"]) and pd.notna(row["ci_high_s"]):
         text += f" [{row['ci_low_s']:.3f}–{row['ci_high_s']:.3f}]"
     if (delta := change(frame, row)) is not None:
-        text += f" ({delta:+.1%})"
-    return text + (" ⚠" if _regressed(changes, row) else "")
+        text += f" ({delta:+.1%}, noisy)" if _noisy(row, delta) else f" ({delta:+.1%})"
+    text += " ⚠" if _regressed(changes, row) else ""
+    return text + (" ⚠ suspect" if present(row["suspect"]) else "")
+
+
+def _noisy(row: pd.Series, delta: float) -> bool:
+    """Whether the median's own interval is wider than its change: too noisy to judge that change."""
+    if not (present(row["ci_low_s"]) and present(row["ci_high_s"]) and row["median_s"]):
+        return False
+    return bool((row["ci_high_s"] - row["ci_low_s"]) / 2 / row["median_s"] > abs(delta))
 
 
 def _ratio(row: pd.Series | None, base: pd.Series | None) -> str:
@@ -140,17 +149,27 @@ def build(frame: pd.DataFrame, run_id: str | None = None, changes: Sequence[Chan
         "",
         "Median client latency (submit until the output is decoded) of the measured requests, with the bootstrap "
         "95 % interval of that median in square brackets; in parentheses, the change against the median of the "
-        f"last {HISTORY_NIGHTS} comparable nightly results (same case config, engine, hardware and methodology); "
-        "⚠ marks a series whose latest confirmed change is a regression (see Changes). A failure shows its error "
-        "class; a framework diffbench has no adapter for shows as not run.",
+        f"last {HISTORY_NIGHTS} comparable nightly results (same case config, engine, hardware and methodology), "
+        "marked noisy where the interval's half-width is wider than that change, which is then too noisy to judge; "
+        "⚠ marks a series whose latest confirmed change is a regression (see Changes), and ⚠ suspect a result on a "
+        "GPU the night's hardware canary doubts (left out of the history). A failure shows its error class; a "
+        "framework diffbench has no adapter for shows as not run.",
         "",
+        *details(run, frameworks),
+        *across_engines(run, frameworks),
     ]
     styles = styles_for(list(dict.fromkeys(frame[frame["case_id"].isin(cases)]["framework"])))
     charts = {}
     lines += [TRENDS_HEADING, ""]
     for case_id in cases:
         history = frame[frame["case_id"] == case_id]
-        charts[case_id] = trend_png(case_id, history, {fw: styles[fw] for fw in dict.fromkeys(history["framework"])},
-                                    [c for c in changes if c.case_id == case_id])
+        case_styles = {fw: styles[fw] for fw in dict.fromkeys(history["framework"])}
+        charts[case_id] = trend_png(case_id, history, case_styles, [c for c in changes if c.case_id == case_id])
         lines += [f"### {case_id}", "", f"![{case_id}]({case_id}.png)", ""]
+        if history[list(COLD_START)].notna().any(axis=None):
+            charts[f"{case_id}-cold-start"] = png(cold_start_figure(case_id, history, case_styles))
+            lines += [f"![{case_id} cold start]({case_id}-cold-start.png)", ""]
+        if levels := throughputs(run[run["case_id"] == case_id], frameworks):
+            charts[f"{case_id}-throughput"] = png(throughput_figure(case_id, levels, {fw: styles[fw] for fw in levels}))
+            lines += [f"![{case_id} throughput]({case_id}-throughput.png)", "", *throughput_table(levels), ""]
     return Dashboard("\n".join(lines), charts, run_id)
