@@ -169,11 +169,12 @@ def test_details_of_the_run(database) -> None:
     assert page.index("| case | sglang |") < page.index("## Details of this run") < page.index(TRENDS_HEADING)
     assert details_row(page, "flux", "sglang") == [
         # 64×64 outputs: 1 s over 0.004 megapixels and 4 steps.
-        "flux", "sglang", "1.000 s", "0.900 s", "400 ms", "20,480 MiB", "312 J", "61,035 ms/MP·step", "12.3 s", "95.0 s",
-        "1.50 s", "2.25 s", "differ by 1.2 %", "throttled during requests 1, 3 (hw_slowdown)"]
+        "flux", "sglang", "1.000 s", "0.900 s", "400 ms", "20,480 MiB", "312 J", "61,035 ms/MP·step", "12.3 s",
+        "95.0 s", "1.50 s", "2.25 s", "differ by 1.2 %", "throttled during requests 1, 3 (hw_slowdown)"]
     # Its steps as the server reported them: 2.
     assert details_row(page, "flux", "vllm-omni") == [
-        "flux", "vllm-omni", "2.000 s", "0.900 s", "400 ms", "—", "—", "244,141 ms/MP·step", "—", "—", "—", "—", "identical",
+        "flux", "vllm-omni", "2.000 s", "0.900 s", "400 ms", "—", "—", "244,141 ms/MP·step", "—", "—", "—", "—",
+        "identical",
         "GPU telemetry absent: nvidia-smi not found; ⚠ suspect: matmul 40 % below this GPU's history"]
     # 80 frames at 16 fps are 5 s of video, made in 2 s.
     assert details_row(page, "wan", "sglang")[7] == "0.400 s/video-s"

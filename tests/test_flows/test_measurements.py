@@ -17,7 +17,8 @@ from diffbench.client import POLL_FINE_S, POLL_MAX_S
 from diffbench.gpus import CPU_SLOT
 from diffbench.storage import store
 from diffbench.storage.models import CanaryRow, Result, SampleRow
-from tests.factories import T0, make_run
+
+from factories import T0, make_run
 
 MATRIX = """
 measurement_repeats: 3
@@ -94,4 +95,6 @@ def test_a_run_stores_load_cost_determinism_release_and_a_suspect_canary(
     assert canaries[-1].suspect.startswith("CPU canary: matmul") and "below its median" in canaries[-1].suspect
     assert image.suspect == video.suspect == canaries[-1].suspect
     dashboard = (tmp_path / "dashboard" / "index.md").read_text()
-    assert "suspect" in dashboard
+    assert "⚠ suspect" in dashboard and "GPU telemetry absent: no GPUs (CPU run)" in dashboard
+    charts = {p.name for p in (tmp_path / "dashboard").glob("*.png")}
+    assert {"image-cold-start.png", "image-throughput.png", "video-cold-start.png", "video-throughput.png"} <= charts
