@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from diffbench.client import Sample
-from diffbench.results import CaseResult, RunInfo
+from diffbench.results import METHODOLOGY, CaseResult, RunInfo
 from diffbench.storage import store
 
 NIGHTS, CASES, FRAMEWORKS, SAMPLES = 365, 13, ("sglang", "vllm-omni", "diffusers"), 3
@@ -56,7 +56,7 @@ def night(day: int, rng: random.Random) -> tuple[RunInfo, list[CaseResult]]:
             results.append(CaseResult(
                 case_id=f"case_{case:02d}", framework=framework, engine=framework,
                 status="failed" if failed else "ok", config_hash=f"{case:02d}-{'b' if day > 300 else 'a'}".ljust(16),
-                methodology="diffbench-client-e2e-v1", hardware="NVIDIA H100 80GB HBM3", model=f"org/model-{case}",
+                methodology=METHODOLOGY, hardware="NVIDIA H100 80GB HBM3", model=f"org/model-{case}",
                 num_gpus=1, task="text-to-image", started_at=started, finished_at=started,
                 samples=samples, error_class="oom" if failed else None))
     return run, results

@@ -1,43 +1,142 @@
-"""Harness overhead on the tiny FLUX model, and how fast a ready server is noticed.
+"""Harness overhead against sglang's own bench client, and how fast a ready server is noticed.
 
-Prints:
-- client latency minus server latency (perf dump), median over 50 requests; target <= 5 ms;
-- delay from the server's first healthy answer to `wait_ready` returning, over 5 launches;
-  target <= 250 ms (sglang's job polled every 2 s).
+One reference server (tiny FLUX, CPU). Per round, in turn: diffbench's request path as the flow takes it
+(`Server.generate`, perf dump asked for), its HTTP client alone (`client.measure`) with and without
+the perf dump, sglang's bench client
+(`async_request_image_sglang` from `sglang.multimodal_gen.benchmarks.bench_serving`, run in the sglang
+environment the real-engine tests use, with its own aiohttp session), and a bare httpx POST + JSON
+parse. Each client's overhead is its latency minus the server's own inference time for that request
+(`inference_time_s` in the response). Prints per client the server's median time and the median and
+p90 overhead at 64² (4 steps) and at 1024² (1 step), the ratios to sglang's client (with and without
+the perf dump: what asking for it costs in server time and in overhead), and the machine's load.
+Then the delay from the server's first healthy answer to `wait_ready` returning.
 
-Run: .venv/bin/python benchmarks/overhead.py
+Run: .venv/bin/python benchmarks/overhead.py [--requests 100]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from diffbench.cases import Matrix, resolve
-from diffbench.client import with_perf_dump
+from diffbench.cases import Matrix, Pair, resolve
+from diffbench.client import Sample, measure
 from diffbench.engines import ServerSpec
+from diffbench.engines.environments import build_venv
 from diffbench.engines.reference import ReferenceEngine
 from diffbench.launcher import Server, free_port
 from diffbench.reference.tiny_models import build
 
-REQUESTS = 50
+ROOT = Path(__file__).resolve().parents[1]
+SGLANG_LOCK = ROOT / "tests" / "engines" / "real" / "sglang-cpu.txt"
+ENVS_DIR = Path(os.environ.get("DIFFBENCH_TEST_ENVS_DIR", Path.home() / ".cache" / "diffbench" / "test-envs"))
 LAUNCHES = 5
-TARGET_OVERHEAD_MS = 5.0
+TARGET_P90_MS = 5.0
 TARGET_NOTICE_MS = 250.0
+SHAPES = ((64, 4), (1024, 1))  # (side, steps): the small case, and a large output from a cheap request
+
+# sglang's request function, fed one request per stdin line; prints its latency and the server's time.
+PEER = """
+import asyncio, json, sys, types
+import aiohttp
+# bench_serving imports sglang's test utilities, which import OpenCV: not in the CPU lock, unused here.
+def opencv_name(name):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return object
+cv2 = types.ModuleType("cv2")
+cv2.__getattr__ = opencv_name
+sys.modules.setdefault("cv2", cv2)
+from sglang.multimodal_gen.benchmarks.bench_serving import async_request_image_sglang
+from sglang.multimodal_gen.benchmarks.datasets import RequestFuncInput
+
+async def main():
+    async with aiohttp.ClientSession() as session:
+        print("ready", flush=True)
+        for line in sys.stdin:
+            out = await async_request_image_sglang(RequestFuncInput(**json.loads(line)), session)
+            print(json.dumps({"latency": out.latency, "error": out.error,
+                              "server": out.response_body.get("inference_time_s")}), flush=True)
+
+asyncio.run(main())
+"""
 
 
-def pair_for(model: Path):  # noqa: ANN201 - a Pair
+def pair_for(model: Path, side: int, steps: int) -> Pair:
     matrix = Matrix.model_validate({"cases": [{
-        "id": "tiny_flux_64", "model": str(model), "task": "text-to-image", "prompt": "a lighthouse",
-        "width": 64, "height": 64, "num_inference_steps": 4, "seed": 1,
+        "id": f"tiny_flux_{side}", "model": str(model), "task": "text-to-image", "prompt": "a lighthouse",
+        "width": side, "height": side, "num_inference_steps": steps, "seed": 1,
         "frameworks": {"diffusers": {"serve_args": "--device cpu"}}}]})
     case = matrix.cases[0]
     return resolve(matrix, case, "diffusers", ReferenceEngine.options.model_validate(case.frameworks["diffusers"]))
+
+
+class Peer:
+    """sglang's bench client in its own interpreter, one request per call."""
+
+    def __init__(self, python: Path) -> None:
+        self.process = subprocess.Popen([str(python), "-c", PEER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True, cwd=tempfile.gettempdir())
+        assert self.process.stdout.readline().strip() == "ready"
+
+    def request(self, url: str, model: str, side: int, steps: int) -> tuple[float, float]:
+        spec = {"prompt": "a lighthouse", "api_url": f"{url}/v1/images/generations", "model": model,
+                "width": side, "height": side, "num_inference_steps": steps, "extra_body": {"seed": 1}}
+        for _ in range(2):  # a keep-alive connection the server closed while idle: aiohttp's first try fails
+            self.process.stdin.write(json.dumps(spec) + "\n")
+            self.process.stdin.flush()
+            answer = json.loads(self.process.stdout.readline())
+            if answer["error"] != "Server disconnected":
+                break
+        if answer["error"]:
+            raise RuntimeError(f"sglang's client failed: {answer['error']}")
+        return answer["latency"], answer["server"]
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(10)
+
+
+def bare(http: httpx.Client, model: str, side: int, steps: int) -> tuple[float, float]:
+    payload = {"model": model, "prompt": "a lighthouse", "size": f"{side}x{side}", "num_inference_steps": steps,
+               "seed": 1, "response_format": "b64_json"}
+    started = time.perf_counter()
+    body = http.post("/v1/images/generations", json=payload).raise_for_status().json()
+    return time.perf_counter() - started, body["inference_time_s"]
+
+
+class NoPerfDump(ReferenceEngine):
+    uses_perf_dump = False
+
+
+def timed(sample: Sample) -> tuple[float, float]:
+    return sample.client_latency_s, sample.server_latency_s
+
+
+def measure_turns(clients: dict[str, Callable[[], tuple[float, float]]],
+                  requests: int) -> dict[str, list[tuple[float, float]]]:
+    """Each client's (client, server) seconds per request, the clients taking turns, the order rotating."""
+    names = list(clients)
+    timings: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for turn in range(requests):
+        for name in names[turn % len(names):] + names[:turn % len(names)]:
+            timings[name].append(clients[name]())
+    return timings
+
+
+def p90(values: list[float]) -> float:
+    return sorted(values)[int(len(values) * 0.9)]
 
 
 def first_healthy(url: str, stop: threading.Event, seen: list[float]) -> None:
@@ -53,14 +152,54 @@ def first_healthy(url: str, stop: threading.Event, seen: list[float]) -> None:
             time.sleep(0.001)
 
 
-def main() -> None:
-    root = Path(tempfile.mkdtemp(prefix="diffbench-bench-"))
-    model = build("flux", root / "tiny-flux")
-    pair, engine = pair_for(model), ReferenceEngine()
+def overhead_table(root: Path, model: Path, requests: int) -> None:
+    engine, peer = ReferenceEngine(), Peer(build_venv(["--no-deps", "-r", str(SGLANG_LOCK)], ENVS_DIR).python)
+    spec = ServerSpec(pair_for(model, 64, 4), "127.0.0.1", free_port(), str(model))
+    loads = [os.getloadavg()[0]]
+    rows: list[tuple[Any, ...]] = []
+    with Server.start(engine, spec, root / "overhead") as server, httpx.Client(base_url=spec.base_url) as http:
+        server.wait_ready(120)
+        workdir = server.case_dir(spec.pair)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for side, steps in SHAPES:
+            pair = pair_for(model, side, steps)
+            count = requests if side == 64 else max(requests // 5, 10)
+            clients = {
+                "diffbench flow path": lambda pair=pair: timed(server.generate(pair, None)),
+                "diffbench client, perf dump": lambda pair=pair: timed(
+                    measure(server.http, engine, pair, str(model), None, workdir)),
+                "diffbench client, no perf dump": lambda pair=pair: timed(
+                    measure(server.http, NoPerfDump(), pair, str(model), None, workdir)),
+                "sglang bench client": lambda s=side, n=steps: peer.request(spec.base_url, str(model), s, n),
+                "bare httpx + JSON": lambda s=side, n=steps: bare(http, str(model), s, n),
+            }
+            for client in clients.values():
+                client()  # warm-up: connections, the shape's first run
+            timings = measure_turns(clients, count)
+            loads.append(os.getloadavg()[0])
+            overheads = {name: [(c - s) * 1000 for c, s in pairs] for name, pairs in timings.items()}
+            peer_median = statistics.median(overheads["sglang bench client"])
+            for name, values in overheads.items():
+                server_ms = statistics.median(s * 1000 for _, s in timings[name])
+                rows.append((f"{side}²", name, count, server_ms, statistics.median(values), p90(values),
+                             statistics.median(values) / peer_median))
+    peer.close()
+    print(f"overhead = client latency − the server's inference_time_s; tiny FLUX on CPU, clients in turn; "
+          f"load average {min(loads):.2f}–{max(loads):.2f} on {os.cpu_count()} cores")
+    print("| output | client | requests | server median ms | overhead median ms | p90 ms | median / sglang's client |")
+    print("|---|---|---|---|---|---|---|")
+    for shape, name, count, server_ms, median, tail, ratio in rows:
+        print(f"| {shape} | {name} | {count} | {server_ms:.2f} | {median:.2f} | {tail:.2f} | {ratio:.2f} |")
+    ours = {shape: (median, tail) for shape, name, _, _, median, tail, _ in rows if name == "diffbench flow path"}
+    print(f"diffbench p90 at 64² {ours['64²'][1]:.2f} ms (target ≤ {TARGET_P90_MS:g} ms: "
+          f"{'met' if ours['64²'][1] <= TARGET_P90_MS else 'MISSED'}); median 1024² / 64²: "
+          f"{ours['1024²'][0] / ours['64²'][0]:.2f}")
 
-    notice_ms = []
+
+def notice_delay(root: Path, model: Path) -> None:
+    engine, notice_ms = ReferenceEngine(), []
     for launch in range(LAUNCHES):
-        spec = ServerSpec(pair, "127.0.0.1", free_port(), str(model))
+        spec = ServerSpec(pair_for(model, 64, 4), "127.0.0.1", free_port(), str(model))
         seen: list[float] = []
         stop = threading.Event()
         with Server.start(engine, spec, root / f"launch-{launch}") as server:
@@ -71,25 +210,21 @@ def main() -> None:
             stop.set()
             probe.join()
             notice_ms.append((ready_at - seen[0]) * 1000)
-            if launch == 0:
-                server.generate(pair, None)  # warm-up
-                samples = [with_perf_dump(engine, server.generate(pair, None)) for _ in range(REQUESTS)]
-
-    overhead_ms = [(s.client_latency_s - s.server_latency_s) * 1000 for s in samples]
-    client_ms = statistics.median(s.client_latency_s * 1000 for s in samples)
-    server_ms = statistics.median(s.server_latency_s * 1000 for s in samples)
-    overhead = statistics.median(overhead_ms)
     notice = statistics.median(notice_ms)
-    print(f"tiny FLUX 64x64, 4 steps, CPU, {REQUESTS} requests after one warm-up")
-    print(f"  client latency median   {client_ms:8.2f} ms")
-    print(f"  server latency median   {server_ms:8.2f} ms (perf dump)")
-    print(f"  overhead median         {overhead:8.2f} ms  (p90 {sorted(overhead_ms)[int(REQUESTS * 0.9)]:.2f} ms)"
-          f"  target <= {TARGET_OVERHEAD_MS:g} ms: {'met' if overhead <= TARGET_OVERHEAD_MS else 'MISSED'}")
-    print(f"  overhead / client       {overhead / client_ms:8.1%}")
-    print(f"readiness noticed after the first healthy answer, {LAUNCHES} launches")
-    print(f"  median {notice:.1f} ms, max {max(notice_ms):.1f} ms"
-          f"  target <= {TARGET_NOTICE_MS:g} ms: {'met' if max(notice_ms) <= TARGET_NOTICE_MS else 'MISSED'}")
-    print(f"  ratio to sglang's 2 s poll interval: {notice / 2000:.3f}")
+    print(f"readiness noticed after the first healthy answer, {LAUNCHES} launches: median {notice:.1f} ms, "
+          f"max {max(notice_ms):.1f} ms (target ≤ {TARGET_NOTICE_MS:g} ms: "
+          f"{'met' if max(notice_ms) <= TARGET_NOTICE_MS else 'MISSED'}); ratio to sglang's 2 s poll interval "
+          f"{notice / 2000:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=100, help="requests per client at 64² (1024²: a fifth)")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="diffbench-bench-"))
+    model = build("flux", root / "tiny-flux")
+    overhead_table(root, model, args.requests)
+    notice_delay(root, model)
 
 
 if __name__ == "__main__":

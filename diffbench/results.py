@@ -14,8 +14,10 @@ from diffbench.cases import VIDEO_TASKS
 from diffbench.client import Sample
 from diffbench.stats import Summary, summarize
 
-# How latency is measured; a new way of measuring gets a new name and its own series.
-METHODOLOGY = "diffbench-client-e2e-v1"
+# How latency is measured; a new way of measuring gets a new name and its own series. v1 stopped the
+# clock once the output was decoded and checked; v2 stops it at the output's last byte, as sglang's
+# client-e2e-v1 does ("output downloaded"), and decodes and checks after.
+METHODOLOGY = "diffbench-client-e2e-v2"
 Trigger = Literal["schedule", "manual", "api"]
 ResultStatus = Literal["ok", "failed", "not_run", "pending", "running"]
 # Results a stopped run leaves unfinished.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from diffbench.client import Sample
-from diffbench.results import CaseResult, RunInfo
+from diffbench.results import METHODOLOGY, CaseResult, RunInfo
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -28,7 +28,7 @@ def make_result(case_id: str = "flux", framework: str = "sglang", latencies: tup
     base = {
         "case_id": case_id, "framework": framework, "engine": framework,
         "status": "failed" if error_class else "ok", "config_hash": config_hash,
-        "methodology": "diffbench-client-e2e-v1", "hardware": "NVIDIA H100", "model": "org/model", "num_gpus": 1,
+        "methodology": METHODOLOGY, "hardware": "NVIDIA H100", "model": "org/model", "num_gpus": 1,
         "task": "text-to-image", "started_at": T0, "finished_at": T0,
         "samples": [] if error_class else [make_sample(x) for x in latencies],
         "error_class": error_class, "error_message": f"{error_class}: it broke" if error_class else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 from collections.abc import Callable
 
 import httpx
@@ -144,3 +145,32 @@ def test_sync_video_needs_no_polling() -> None:
 def test_job_without_id_is_bad_output() -> None:
     with pytest.raises(BadOutput, match="no job id"):
         send(answer(200, content=json.dumps({"status": "queued"}).encode()), VIDEO_REQUEST, 5)
+
+
+SLOW_DECODE_S = 0.3
+
+
+@pytest.mark.parametrize("request_", [IMAGE_REQUEST, VIDEO_REQUEST], ids=["image", "video"])
+def test_the_clock_stops_at_the_last_byte_and_a_failing_check_still_fails(
+        request_: Request, monkeypatch: pytest.MonkeyPatch) -> None:
+    pixels = np.random.default_rng(3).integers(0, 255, (16, 16, 3))
+    if request_.output == "image":
+        http, decoder = answer(json={"data": [{"b64_json": png(pixels)}]}), "decode_image"
+    else:
+        http, decoder = video_server([])[0], "decode_video"
+    real = getattr(media, decoder)
+
+    def slow(data: bytes) -> media.Decoded:
+        time.sleep(SLOW_DECODE_S)  # a large output, or a slow machine: not the engine's time
+        return real(data)
+
+    monkeypatch.setattr(media, decoder, slow)
+    assert send(http, request_, 5).client_latency_s < SLOW_DECODE_S
+
+    def broken(data: bytes) -> media.Decoded:
+        time.sleep(SLOW_DECODE_S)
+        raise BadOutput("image is one constant colour (0)")
+
+    monkeypatch.setattr(media, decoder, broken)
+    with pytest.raises(BadOutput, match="constant colour"):
+        send(http, request_, 5)

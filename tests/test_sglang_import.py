@@ -10,6 +10,7 @@ import pytest
 from diffbench import dashboard
 from diffbench.cli import main
 from diffbench.errors import ConfigError
+from diffbench.results import METHODOLOGY
 from diffbench.sglang_import import error_class_of, import_file, parse
 from diffbench.storage import store
 
@@ -37,7 +38,7 @@ def test_every_generation_parses(path: Path) -> None:
 def test_methodologies_stay_apart() -> None:
     methods = {parse(path)[1][0].methodology for path in RESULT_FILES}
     assert methods == {"sglang-v0-single-request", "sglang-v1-client-median", "sglang-client-e2e-v1"}
-    assert "diffbench-client-e2e-v1" not in methods
+    assert METHODOLOGY not in methods
 
 
 def test_their_errors_get_classes() -> None:

@@ -147,7 +147,7 @@ def build(frame: pd.DataFrame, run_id: str | None = None, changes: Sequence[Chan
         lines.append(f"| {case_id} | " + " | ".join(cells + ratios) + " |")
     lines += [
         "",
-        "Median client latency (submit until the output is decoded) of the measured requests, with the bootstrap "
+        "Median client latency (submit until the output's last byte) of the measured requests, with the bootstrap "
         "95 % interval of that median in square brackets; in parentheses, the change against the median of the "
         f"last {HISTORY_NIGHTS} comparable nightly results (same case config, engine, hardware and methodology), "
         "marked noisy where the interval's half-width is wider than that change, which is then too noisy to judge; "

@@ -81,10 +81,7 @@ def test_sglang_server_side_effects(sglang_env, real_models, tmp_path: Path, mon
     small = real_pair("sglang", real_models["flux"], "small", width=64, height=64, num_inference_steps=2, seed=1)
     wide = real_pair("sglang", real_models["flux"], "wide", width=96, height=64, num_inference_steps=2, seed=2)
     with served((small, wide), sglang_env, tmp_path / "server") as server:
-        port, log = server.spec.port, server.log_path.read_text(errors="replace")
-        # Mismatch 11: the startup warmup ran at every shape this server will be asked for. Its progress bar
-        # names only the shapes it happened to redraw at, so the count and the resolutions are what tell.
-        assert '"warmup_resolutions": ["64x64", "96x64"]' in log and "Warmup requests: 100%|██████████| 2/2" in log
+        port, log_path = server.spec.port, server.log_path
         # Mismatch 6: the HTTP process binds an offline-request broker on P+1, which we keep free.
         assert {port, port + 1} <= listening_ports(server.handle.process.pid)
         assert 1 in ENGINES["sglang"]().side_ports(small)
@@ -103,6 +100,11 @@ def test_sglang_server_side_effects(sglang_env, real_models, tmp_path: Path, mon
         assert form.is_error, form.status_code
         # Mismatch 7: its outputs land in its own folder, not in ours.
         assert list((tmp_path / "server" / "outputs").glob("*.png")) and not (tmp_path / "outputs").exists()
+    # Mismatch 11: the startup warmup ran at every shape this server will be asked for. Read once the server
+    # is gone: its progress bar reaches the file when the stream is flushed, which can be after readiness,
+    # and it names only the shapes it happened to redraw at, so the count and the resolutions are what tell.
+    log = log_path.read_text(errors="replace")
+    assert '"warmup_resolutions": ["64x64", "96x64"]' in log and "Warmup requests: 100%|██████████| 2/2" in log
     with pytest.raises(ConfigError, match="text-to-image request cannot carry an image"):
         path = tmp_path / "m.yaml"
         path.write_text("cases: [{id: c, model: /m, task: text-to-image, reference_image: true, "
