@@ -75,6 +75,7 @@ def main() -> None:
     engine = store.open_database(url)
     frame = store.results_frame(engine)
     run_id = frame["run_id"].iloc[-1]
+    frame = frame[frame["run_id"] == run_id]
     packed = holds_of(state, run_id)
     gpu_count = len({g for p in packed for g in p.gpus})
     busy = [(len(p.gpus), p.end_s - p.start_s) for p in packed]
@@ -84,9 +85,9 @@ def main() -> None:
     with engine.connect() as connection:
         bounds = dict(connection.execute(text(
             "SELECT r.case_id, MAX(s.poll_bound_s) FROM samples s JOIN results r ON r.id = s.result_id "
-            "GROUP BY r.case_id")).all())
+            "WHERE r.run_id = :run GROUP BY r.case_id"), {"run": run_id}).all())
         canaries = connection.execute(text("SELECT gpu, device_name, matmul_tflops, bandwidth_gbs, seconds, suspect "
-                                           "FROM canaries ORDER BY gpu")).all()
+                                           "FROM canaries WHERE run_id = :run ORDER BY gpu"), {"run": run_id}).all()
 
     print("\n| case | GPUs | n | client median s [95 % interval] | server s | client − server ms | poll bound max ms "
           "| J / output | peak MiB | util % | power W | SM MHz | throttled | memory back to idle s | outputs | "

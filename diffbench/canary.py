@@ -62,8 +62,9 @@ def run_probe(python: Path, host: str, gpu: int, timeout_s: float = 120) -> Cana
                                 f"{_tail(done.stderr)}")
     try:
         data = json.loads(done.stdout.strip().splitlines()[-1])
-        return CanaryReading(host, gpu, str(data["name"]), float(data["matmul_tflops"]),
-                             float(data["bandwidth_gbs"]), float(data["seconds"]))
+        matmul, bandwidth, seconds = (float(data[key]) for key in ("matmul_tflops", "bandwidth_gbs", "seconds"))
+        # The torch that ran it is part of the device's identity: another cuBLAS is another history.
+        return CanaryReading(host, gpu, f"{data['name']} (torch {data['torch']})", matmul, bandwidth, seconds)
     except (IndexError, KeyError, TypeError, ValueError) as exc:
         raise EnvironmentFailed(f"{label} canary printed no reading with {python} ({exc!r}); stdout: "
                                 f"{done.stdout.strip()[-500:]!r}{_tail(done.stderr)}") from None

@@ -73,6 +73,7 @@ def main() -> None:
     print(json.dumps({
         "device": args.device,
         "name": name,
+        "torch": torch.__version__,
         "matmul_tflops": 2 * side**3 * iterations / matmul_s / 1e12,
         # Each copy reads and writes every byte once.
         "bandwidth_gbs": 2 * copy_bytes * iterations / copy_s / 1e9,

@@ -88,6 +88,8 @@ class Server:
         self._fastest_s: dict[str, float] = {}
         # Where this launch's output starts: a relaunch appends to the same log.
         self._launch_offset = self._log_offset = log_offset
+        # Requests under load check the log from several threads; each chunk must be read once.
+        self._log_lock = threading.Lock()
         _live.add(self)
 
     @classmethod
@@ -134,15 +136,16 @@ class Server:
 
     def _oom_line(self) -> str | None:
         """The first OOM line written since the last look, if any."""
-        try:
-            with open(self.log_path, "rb") as log:
-                log.seek(self._log_offset)
-                chunk = log.read()
-        except FileNotFoundError:
-            return None
-        # Keep a partial last line for the next look.
-        complete = chunk[: chunk.rfind(b"\n") + 1]
-        self._log_offset += len(complete)
+        with self._log_lock:
+            try:
+                with open(self.log_path, "rb") as log:
+                    log.seek(self._log_offset)
+                    chunk = log.read()
+            except FileNotFoundError:
+                return None
+            # Keep a partial last line for the next look.
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            self._log_offset += len(complete)
         for line in complete.decode(errors="replace").splitlines():
             if any(pattern in line for pattern in OOM_PATTERNS):
                 return line.strip()

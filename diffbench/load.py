@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from diffbench.errors import RequestFailed
+from diffbench.errors import BadOutput, RequestFailed, RequestTimeout
 
 # Arrival times of a finite request rate are drawn with this seed, so every engine gets the same ones.
 ARRIVAL_SEED = 0
@@ -35,6 +35,8 @@ class LoadLevel:
     p90_s: float | None
     p99_s: float | None
     first_error: str | None = None
+    # Requests given up at their deadline: the server may still be working on them.
+    abandoned: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,31 +62,39 @@ def arrivals(count: int, rate: float | Literal["inf"]) -> list[float]:
 def level(send: Callable[[], float], concurrency: int, requests: int, rate: float | Literal["inf"]) -> LoadLevel:
     """Send `requests` requests, at most `concurrency` at once; `send` sends one and returns its latency.
 
-    A request that fails is counted, not raised: an engine refusing load is a finding. Anything
-    else (the server died) is raised.
+    A request that fails (an error answer, a bad output, no answer in time) is counted, not raised:
+    an engine refusing load is a finding. Anything else (the server died, the case's time is up)
+    is raised, and the requests not yet sent are dropped.
     """
     count = max(requests, concurrency)
     latencies: list[float] = []
     errors: list[str] = []
+    abandoned = 0
     lock = threading.Lock()
     started = time.monotonic()
 
     def one(offset: float) -> None:
+        nonlocal abandoned
         time.sleep(max(0.0, started + offset - time.monotonic()))
         try:
             latency = send()
-        except RequestFailed as exc:
+        except (RequestFailed, BadOutput) as exc:
             with lock:
                 errors.append(str(exc))
+                abandoned += isinstance(exc, RequestTimeout)
             return
         with lock:
             latencies.append(latency)
 
     # The pool's size is the concurrency: a request waits for a free client as in bench_serving.
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="load") as pool:
-        for future in [pool.submit(one, offset) for offset in arrivals(count, rate)]:
-            future.result()
+        try:
+            for future in [pool.submit(one, offset) for offset in arrivals(count, rate)]:
+                future.result()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
     wall_s = time.monotonic() - started
     p50, p90, p99 = (float(v) for v in np.percentile(latencies, [50, 90, 99])) if latencies else (None,) * 3
     return LoadLevel(concurrency, count, len(errors), round(wall_s, 4), round(len(latencies) / wall_s, 4),
-                     p50, p90, p99, errors[0] if errors else None)
+                     p50, p90, p99, errors[0] if errors else None, abandoned)

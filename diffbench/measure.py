@@ -117,7 +117,10 @@ def with_telemetry(samples: list[Sample], windows: list[tuple[float, float]],
 
 
 def throughput(server: Server, pair: Pair, image: bytes | None, deadline: Deadline) -> list[LoadLevel]:
-    """`pair`'s case under load at each concurrency level of its throughput block; [] without one."""
+    """`pair`'s case under load at each concurrency level of its throughput block; [] without one.
+
+    The levels stop at the case's deadline, keeping those measured; a server that dies fails the case.
+    """
     block = pair.throughput
     if block is None:
         return []
@@ -125,8 +128,13 @@ def throughput(server: Server, pair: Pair, image: bytes | None, deadline: Deadli
     def send() -> float:
         return server.generate(pair, image, deadline.remaining("a throughput request")).client_latency_s
 
-    return [load.level(send, concurrency, block.num_requests, block.request_rate)
-            for concurrency in load.concurrency_levels(block.max_concurrency)]
+    levels: list[LoadLevel] = []
+    for concurrency in load.concurrency_levels(block.max_concurrency):
+        try:
+            levels.append(load.level(send, concurrency, block.num_requests, block.request_rate))
+        except CaseTimeout:
+            break
+    return levels
 
 
 def collect_perf_dumps(server: Server, samples: list[Sample]) -> list[Sample]:

@@ -85,6 +85,13 @@ def _read(gpu: int, handle: Any, t: float) -> Point:
     )
 
 
+def _shutdown() -> None:
+    try:
+        pynvml.nvmlShutdown()
+    except pynvml.NVMLError:
+        pass  # the readings are taken; a failing shutdown must not replace the case's own outcome
+
+
 class Sampler:
     """Reads every GPU of `gpu_ids` each `interval_s` in a daemon thread, for the `with` block.
 
@@ -118,7 +125,7 @@ class Sampler:
         if self._round():
             self._thread.start()
         else:
-            pynvml.nvmlShutdown()
+            _shutdown()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -126,10 +133,8 @@ class Sampler:
             return
         self._stop.set()
         self._thread.join()
-        try:
-            self._round()
-        finally:
-            pynvml.nvmlShutdown()
+        self._round()
+        _shutdown()
 
     def _round(self) -> bool:
         """Read every GPU once; False (and `absent` says why) once NVML fails: telemetry never fails a case."""
@@ -179,9 +184,6 @@ class Telemetry:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Telemetry:
-        return cls(**data)
 
 
 def _inside(t: float, window: Window) -> bool:

@@ -110,14 +110,17 @@ class SharedServer:
         if self.server is not None:
             server, self.server = self.server, None
             released = stop_server(server, self.idle_mb)
+            # Only a time at which every GPU read came back is a release time.
+            seconds = released.seconds if self.gpus and self.idle_mb and not released.held_mb else None
             served, self.served = self.served, []
             for result in served:
-                self.amend(replace(result, memory_release_s=released.seconds))
+                self.amend(replace(result, memory_release_s=seconds))
 
 
 def measure_case(pair: Pair, shared: SharedServer, hardware: str,
                  progress: Callable[[CaseResult], None]) -> CaseResult:
-    """Input → download → launch (once per group) → warm up → benchmark → perf dump, for one case.
+    """Input → download → launch (once per group) → warm up → benchmark (GPU telemetry sampled) →
+    perf dump → throughput block, for one case.
 
     `progress` gets the result so far after each measured request, so that a run killed halfway
     keeps what it measured.
@@ -134,6 +137,8 @@ def measure_case(pair: Pair, shared: SharedServer, hardware: str,
         measured, record.telemetry = with_telemetry(record.samples, record.windows, sampler)
         record.samples = collect_perf_dump(record.server, pair, measured)
         record.throughput = measure_throughput(record.server, pair, record.image, deadline)
+        # A request abandoned under load may still keep the server busy: the next case gets a new one.
+        shared.restart = any(level.abandoned for level in record.throughput)
     except Exception as exc:  # noqa: BLE001 - one failing case must not stop the others
         reason = stop_reason()
         record.error = Cancelled(f"the run was stopped by {reason} during this case") if reason else exc

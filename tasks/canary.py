@@ -41,5 +41,8 @@ def hardware_canary(devices: tuple[int, ...], python: Path, host: str, run_id: s
         if verdict:
             suspects[device] = verdict
         readings.append(asdict(reading) | {"suspect": verdict, "measured_at": datetime.now(UTC).isoformat()})
-    recorder.canaries(run_id, readings)
+    try:
+        recorder.canaries(run_id, readings)
+    except Exception:  # noqa: BLE001 - a canary that cannot be stored costs its reading, never the run
+        logger.exception("canary readings not stored")
     return suspects

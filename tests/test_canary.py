@@ -49,10 +49,10 @@ def test_a_gpu_this_host_lacks_fails_naming_it() -> None:
 
 
 def test_the_gpu_is_given_as_servers_get_theirs(tmp_path: Path) -> None:
-    python = fake_python(tmp_path, 'printf \'{"name": "%s %s", "matmul_tflops": 1, "bandwidth_gbs": 2, '
-                                   '"seconds": 3}\\n\' "$CUDA_VISIBLE_DEVICES" "$*"')
+    python = fake_python(tmp_path, 'printf \'{"name": "%s %s", "torch": "2.13.0", "matmul_tflops": 1, '
+                                   '"bandwidth_gbs": 2, "seconds": 3}\\n\' "$CUDA_VISIBLE_DEVICES" "$*"')
     got = run_probe(python, "h1", 3)
-    assert got == CanaryReading("h1", 3, f"3 {PROBE} --device cuda:0", 1.0, 2.0, 3.0)
+    assert got == CanaryReading("h1", 3, f"3 {PROBE} --device cuda:0 (torch 2.13.0)", 1.0, 2.0, 3.0)
 
 
 @pytest.mark.parametrize(("script", "expected"), [

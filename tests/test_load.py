@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from diffbench.errors import RequestFailed, ServerExited
+from diffbench.errors import BadOutput, RequestFailed, RequestTimeout, ServerExited
 from diffbench.load import arrivals, concurrency_levels, level
 
 
@@ -67,9 +67,30 @@ def test_percentiles_are_of_the_requests_that_succeeded() -> None:
     assert (measured.p50_s, measured.p90_s) == pytest.approx((0.25, 0.37))
 
 
-def test_a_dead_server_stops_the_level() -> None:
+def test_bad_outputs_and_timeouts_are_counted_and_a_timeout_marks_the_server_busy() -> None:
+    answers = iter([BadOutput("image is one constant colour (0)"), RequestTimeout("no answer before the deadline"),
+                    0.2])
+    lock = threading.Lock()
+
     def send() -> float:
+        with lock:
+            answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    measured = level(send, concurrency=1, requests=3, rate="inf")
+    assert (measured.failed, measured.abandoned, measured.p50_s) == (2, 1, 0.2)
+    assert measured.first_error == "image is one constant colour (0)"
+
+
+def test_a_dead_server_stops_the_level_without_sending_the_rest() -> None:
+    sent = []
+
+    def send() -> float:
+        sent.append(1)
         raise ServerExited("server exited with code 137")
 
     with pytest.raises(ServerExited):
-        level(send, concurrency=2, requests=2, rate="inf")
+        level(send, concurrency=1, requests=20, rate="inf")
+    assert len(sent) < 20
