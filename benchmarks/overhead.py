@@ -4,8 +4,9 @@ One reference server (tiny FLUX, CPU). Per round, in turn: diffbench's request p
 (`Server.generate`, perf dump asked for), its HTTP client alone (`client.measure`) with and without
 the perf dump, sglang's bench client
 (`async_request_image_sglang` from `sglang.multimodal_gen.benchmarks.bench_serving`, run in the sglang
-environment the real-engine tests use, with its own aiohttp session), and a bare httpx POST + JSON
-parse. Each client's overhead is its latency minus the server's own inference time for that request
+environment the real-engine tests use, with its own aiohttp session), and a bare POST + JSON parse
+through httpx and through urllib3 (the two candidate HTTP clients; diffbench sends through urllib3).
+Each client's overhead is its latency minus the server's own inference time for that request
 (`inference_time_s` in the response). Prints per client the server's median time and the median and
 p90 overhead at 64² (4 steps) and at 1024² (1 step), the ratios to sglang's client (with and without
 the perf dump: what asking for it costs in server time and in overhead), and the machine's load.
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import urllib3
 
 from diffbench.cases import Matrix, Pair, resolve
 from diffbench.client import Sample, measure
@@ -108,12 +110,23 @@ class Peer:
         self.process.wait(10)
 
 
-def bare(http: httpx.Client, model: str, side: int, steps: int) -> tuple[float, float]:
-    payload = {"model": model, "prompt": "a lighthouse", "size": f"{side}x{side}", "num_inference_steps": steps,
-               "seed": 1, "response_format": "b64_json"}
+def payload(model: str, side: int, steps: int) -> dict[str, Any]:
+    return {"model": model, "prompt": "a lighthouse", "size": f"{side}x{side}", "num_inference_steps": steps,
+            "seed": 1, "response_format": "b64_json"}
+
+
+def bare_httpx(http: httpx.Client, model: str, side: int, steps: int) -> tuple[float, float]:
     started = time.perf_counter()
-    body = http.post("/v1/images/generations", json=payload).raise_for_status().json()
+    body = http.post("/v1/images/generations", json=payload(model, side, steps)).raise_for_status().json()
     return time.perf_counter() - started, body["inference_time_s"]
+
+
+def bare_urllib3(http: urllib3.HTTPConnectionPool, model: str, side: int, steps: int) -> tuple[float, float]:
+    started = time.perf_counter()
+    response = http.request("POST", "/v1/images/generations", json=payload(model, side, steps))
+    latency = time.perf_counter() - started
+    assert response.status == 200, response.data[:200]
+    return latency, response.json()["inference_time_s"]
 
 
 class NoPerfDump(ReferenceEngine):
@@ -157,6 +170,7 @@ def overhead_table(root: Path, model: Path, requests: int) -> None:
     spec = ServerSpec(pair_for(model, 64, 4), "127.0.0.1", free_port(), str(model))
     loads = [os.getloadavg()[0]]
     rows: list[tuple[Any, ...]] = []
+    pool = urllib3.connection_from_url(spec.base_url)
     with Server.start(engine, spec, root / "overhead") as server, httpx.Client(base_url=spec.base_url) as http:
         server.wait_ready(120)
         workdir = server.case_dir(spec.pair)
@@ -171,7 +185,8 @@ def overhead_table(root: Path, model: Path, requests: int) -> None:
                 "diffbench client, no perf dump": lambda pair=pair: timed(
                     measure(server.http, NoPerfDump(), pair, str(model), None, workdir)),
                 "sglang bench client": lambda s=side, n=steps: peer.request(spec.base_url, str(model), s, n),
-                "bare httpx + JSON": lambda s=side, n=steps: bare(http, str(model), s, n),
+                "bare httpx + JSON": lambda s=side, n=steps: bare_httpx(http, str(model), s, n),
+                "bare urllib3 + JSON": lambda s=side, n=steps: bare_urllib3(pool, str(model), s, n),
             }
             for client in clients.values():
                 client()  # warm-up: connections, the shape's first run

@@ -21,8 +21,6 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-import httpx
-
 from diffbench import client
 from diffbench.cases import DockerLauncher, Pair
 from diffbench.client import Sample
@@ -82,7 +80,7 @@ class Server:
         self.log_path = workdir / "server.log"
         # The engine build this server runs; a container's is its image digest instead.
         self.engine_version: str | None = None
-        self.http = httpx.Client(base_url=spec.base_url, timeout=spec.pair.deadlines.request_s)
+        self.http = client.connect(spec.base_url)
         self.ready_s: float | None = None
         # Each case's fastest client latency so far: when to start polling its next video finely.
         self._fastest_s: dict[str, float] = {}
@@ -183,11 +181,12 @@ class Server:
     def _ready_state(self) -> str | None:
         """None when ready, else what is still missing."""
         try:
-            health = self.http.get("/health", timeout=1.0)
-            if health.status_code != 200:
-                return f"/health answers {health.status_code}"
-            listed = [m.get("id") for m in self.http.get("/v1/models", timeout=1.0).json().get("data", [])]
-        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            health = client.call(self.http, "GET", "/health", 1.0, "GET /health")
+            if health.status != 200:
+                return f"/health answers {health.status}"
+            listed = [m.get("id") for m in client.call(self.http, "GET", "/v1/models", 1.0, "GET /v1/models").json()
+                      .get("data", [])]
+        except (RequestFailed, ValueError, AttributeError) as exc:
             return f"not answering ({type(exc).__name__})"
         if self.spec.model_path not in listed:
             return f"healthy, but /v1/models lists {listed}, not {self.spec.model_path!r}"

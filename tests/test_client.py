@@ -1,21 +1,25 @@
-"""The HTTP client against scripted server answers: each failure gets its class."""
+"""The HTTP client against a real local HTTP server with scripted answers: each failure gets its class."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
 from diffbench import media
-from diffbench.client import POLL_FINE_S, POLL_MAX_S, Request, poll_wait, send
+from diffbench.client import POLL_FINE_S, POLL_MAX_S, Http, Request, connect, poll_wait, send
 from diffbench.errors import BadOutput, RequestFailed, RequestTimeout
+from diffbench.launcher import free_port
 
 IMAGE_REQUEST = Request("/v1/images/generations", "image", json={"prompt": "x"})
 VIDEO_REQUEST = Request("/v1/videos", "video", "poll", json={"prompt": "x"})
@@ -27,77 +31,138 @@ def png(pixels: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.Client:
-    return httpx.Client(base_url="http://server", transport=httpx.MockTransport(handler))
+@dataclass(frozen=True)
+class Answer:
+    status: int = 200
+    content: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+    @classmethod
+    def of(cls, body: object, status: int = 200) -> Answer:
+        return cls(status, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
 
-def answer(status: int = 200, **kwargs: object) -> httpx.Client:
-    return client(lambda request: httpx.Response(status, **kwargs))
+Handler = Callable[[str, str, bytes], Answer]
+
+
+@contextmanager
+def serving(handler: Handler) -> Iterator[Http]:
+    """A real HTTP/1.1 server on a free port answering each request with `handler(method, path, body)`."""
+
+    class Scripted(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            answer = handler(self.command, self.path, body)
+            time.sleep(answer.delay_s)
+            self.send_response(answer.status)
+            for name, value in answer.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Scripted)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    http = connect(f"http://127.0.0.1:{server.server_port}")
+    try:
+        yield http
+    finally:
+        http.close()
+        server.shutdown()
+        server.server_close()
+
+
+def answering(answer: Answer) -> Handler:
+    return lambda method, path, body: answer
 
 
 def test_image_is_decoded_and_timed() -> None:
     pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3))
-    output = send(answer(json={"data": [{"b64_json": png(pixels)}], "inference_time_s": 0.5}), IMAGE_REQUEST, 5)
+    with serving(answering(Answer.of({"data": [{"b64_json": png(pixels)}], "inference_time_s": 0.5}))) as http:
+        output = send(http, IMAGE_REQUEST, 5)
     assert (output.decoded.width, output.decoded.height, output.decoded.num_frames) == (64, 48, 1)
     assert output.body["inference_time_s"] == 0.5 and output.client_latency_s > 0
 
 
 @pytest.mark.parametrize(
-    ("http", "error", "error_class", "text"),
+    ("answer", "error", "error_class", "text"),
     [
-        (answer(500, json={"error": {"message": "CUDA error"}}), RequestFailed, "http_error", "HTTP 500"),
-        (answer(200, content=b"<html>"), BadOutput, "bad_output", "not JSON"),
-        (answer(200, json={"data": []}), BadOutput, "bad_output", "no base64 image"),
-        (answer(200, json={"data": [{"b64_json": "%%%"}]}), BadOutput, "bad_output", "no base64 image"),
-        (answer(200, json={"data": [{"b64_json": base64.b64encode(b"junk").decode()}]}), BadOutput, "bad_output",
+        (Answer.of({"error": {"message": "CUDA error"}}, 500), RequestFailed, "http_error", "HTTP 500: {\"error"),
+        (Answer(200, b"<html>"), BadOutput, "bad_output", "not JSON"),
+        (Answer.of({"data": []}), BadOutput, "bad_output", "no base64 image"),
+        (Answer.of({"data": [{"b64_json": "%%%"}]}), BadOutput, "bad_output", "no base64 image"),
+        (Answer.of({"data": [{"b64_json": base64.b64encode(b"junk").decode()}]}), BadOutput, "bad_output",
          "does not decode"),
-        (answer(200, json={"data": [{"b64_json": png(np.full((8, 8, 3), 7))}]}), BadOutput, "bad_output",
+        (Answer.of({"data": [{"b64_json": png(np.full((8, 8, 3), 7))}]}), BadOutput, "bad_output",
          "one constant colour"),
-        (answer(200, json=[1, 2]), BadOutput, "bad_output", "not a JSON object"),
+        (Answer.of([1, 2]), BadOutput, "bad_output", "not a JSON object"),
     ],
     ids=["500", "not-json", "no-image", "bad-base64", "not-an-image", "constant", "json-list"],
 )
-def test_bad_answers(http: httpx.Client, error: type, error_class: str, text: str) -> None:
-    with pytest.raises(error) as caught:
+def test_bad_answers(answer: Answer, error: type, error_class: str, text: str) -> None:
+    with serving(answering(answer)) as http, pytest.raises(error) as caught:
         send(http, IMAGE_REQUEST, 5)
     assert caught.value.error_class == error_class and text in str(caught.value)
 
 
 def test_connection_errors_and_timeouts_are_translated() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
-
-    def stall(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
-
-    with pytest.raises(RequestFailed, match="ConnectError"):
-        send(client(refuse), IMAGE_REQUEST, 5)
-    with pytest.raises(RequestTimeout) as caught:
-        send(client(stall), IMAGE_REQUEST, 5)
-    assert caught.value.error_class == "request_timeout"
+    with pytest.raises(RequestFailed, match="cannot connect") as refused:
+        send(connect(f"http://127.0.0.1:{free_port()}"), IMAGE_REQUEST, 5)
+    assert refused.value.error_class == "http_error"
+    with serving(answering(Answer(delay_s=1.0))) as http, \
+            pytest.raises(RequestTimeout, match="no answer before the deadline") as stalled:
+        send(http, IMAGE_REQUEST, 0.2)
+    assert stalled.value.error_class == "request_timeout"
 
 
-def video_server(statuses: list[str], final: dict | None = None) -> tuple[httpx.Client, list[str]]:
+def test_a_form_request_reaches_the_server_as_multipart_with_its_file() -> None:
+    received: list[bytes] = []
+
+    def record(method: str, path: str, body: bytes) -> Answer:
+        received.append(body)
+        return Answer(200, media.encode_video(np.random.default_rng(4).integers(0, 255, (3, 16, 16, 3),
+                                                                                dtype=np.uint8), 8))
+
+    form = Request("/v1/videos/sync", "video", "sync", data={"prompt": "a lighthouse"},
+                   files={"image": ("input.png", b"\x89PNG-bytes", "image/png")})
+    with serving(record) as http:
+        send(http, form, 5)
+    assert b'name="prompt"' in received[0] and b"a lighthouse" in received[0]
+    assert b'filename="input.png"' in received[0] and b"\x89PNG-bytes" in received[0]
+
+
+@contextmanager
+def video_server(statuses: list[str], final: dict | None = None) -> Iterator[tuple[Http, list[str]]]:
     """A server whose job goes through `statuses`; records the paths asked for."""
     asked: list[str] = []
     video = media.encode_video(np.random.default_rng(1).integers(0, 255, (5, 16, 16, 3), dtype=np.uint8), 8)
     remaining = list(statuses)
 
-    def handle(request: httpx.Request) -> httpx.Response:
-        asked.append(f"{request.method} {request.url.path}")
-        if request.method == "POST":
-            return httpx.Response(200, json={"id": "v1", "status": "queued"})
-        if request.url.path.endswith("/content"):
-            return httpx.Response(200, content=video)
+    def handle(method: str, path: str, body: bytes) -> Answer:
+        asked.append(f"{method} {path}")
+        if method == "POST":
+            return Answer.of({"id": "v1", "status": "queued"})
+        if path.endswith("/content"):
+            return Answer(200, video)
         status = remaining.pop(0) if remaining else "completed"
-        return httpx.Response(200, json={"id": "v1", "status": status} | (final or {}))
+        return Answer.of({"id": "v1", "status": status} | (final or {}))
 
-    return client(handle), asked
+    with serving(handle) as http:
+        yield http, asked
 
 
 def test_video_without_an_expected_time_is_polled_finely_then_downloaded() -> None:
-    http, asked = video_server(["processing"] * 6 + ["completed"], {"inference_time_s": 1.0})
-    output = send(http, VIDEO_REQUEST, 10)
+    with video_server(["processing"] * 6 + ["completed"], {"inference_time_s": 1.0}) as (http, asked):
+        output = send(http, VIDEO_REQUEST, 10)
     assert asked[0] == "POST /v1/videos" and asked[-1] == "GET /v1/videos/v1/content"
     assert asked.count("GET /v1/videos/v1") == 7
     assert output.decoded.num_frames == 5 and output.body["inference_time_s"] == 1.0
@@ -118,33 +183,32 @@ def test_poll_waits_back_off_until_near_the_expected_end_then_stay_fine() -> Non
 
 
 def test_a_job_done_earlier_than_expected_has_its_wider_bound_recorded() -> None:
-    http, _ = video_server(["processing"] * 3 + ["completed"])
-    output = send(http, VIDEO_REQUEST, 10, expected_s=30.0)
+    with video_server(["processing"] * 3 + ["completed"]) as (http, _):
+        output = send(http, VIDEO_REQUEST, 10, expected_s=30.0)
     assert POLL_FINE_S < output.poll_bound_s <= POLL_MAX_S
 
 
 def test_failed_video_job_carries_the_server_message() -> None:
-    http, _ = video_server(["failed"], {"error": {"message": "OOM in VAE"}})
-    with pytest.raises(RequestFailed, match="OOM in VAE"):
+    with video_server(["failed"], {"error": {"message": "OOM in VAE"}}) as (http, _), \
+            pytest.raises(RequestFailed, match="OOM in VAE"):
         send(http, VIDEO_REQUEST, 10)
 
 
 def test_video_job_past_its_deadline_times_out() -> None:
-    http, _ = video_server(["processing"] * 1000)
-    with pytest.raises(RequestTimeout, match="still 'processing'"):
+    with video_server(["processing"] * 1000) as (http, _), pytest.raises(RequestTimeout, match="still 'processing'"):
         send(http, VIDEO_REQUEST, 0.3)
 
 
 def test_sync_video_needs_no_polling() -> None:
     video = media.encode_video(np.random.default_rng(2).integers(0, 255, (9, 16, 16, 3), dtype=np.uint8), 8)
-    http = answer(200, content=video, headers={"x-inference-time-s": "0.7"})
-    output = send(http, Request("/v1/videos/sync", "video", "sync", data={"prompt": "x"}), 5)
+    with serving(answering(Answer(200, video, {"X-Inference-Time-S": "0.7"}))) as http:
+        output = send(http, Request("/v1/videos/sync", "video", "sync", data={"prompt": "x"}), 5)
     assert (output.decoded.num_frames, output.poll_bound_s, output.headers["x-inference-time-s"]) == (9, 0.0, "0.7")
 
 
 def test_job_without_id_is_bad_output() -> None:
-    with pytest.raises(BadOutput, match="no job id"):
-        send(answer(200, content=json.dumps({"status": "queued"}).encode()), VIDEO_REQUEST, 5)
+    with serving(answering(Answer.of({"status": "queued"}))) as http, pytest.raises(BadOutput, match="no job id"):
+        send(http, VIDEO_REQUEST, 5)
 
 
 SLOW_DECODE_S = 0.3
@@ -154,23 +218,22 @@ SLOW_DECODE_S = 0.3
 def test_the_clock_stops_at_the_last_byte_and_a_failing_check_still_fails(
         request_: Request, monkeypatch: pytest.MonkeyPatch) -> None:
     pixels = np.random.default_rng(3).integers(0, 255, (16, 16, 3))
-    if request_.output == "image":
-        http, decoder = answer(json={"data": [{"b64_json": png(pixels)}]}), "decode_image"
-    else:
-        http, decoder = video_server([])[0], "decode_video"
+    decoder = "decode_image" if request_.output == "image" else "decode_video"
     real = getattr(media, decoder)
 
     def slow(data: bytes) -> media.Decoded:
         time.sleep(SLOW_DECODE_S)  # a large output, or a slow machine: not the engine's time
         return real(data)
 
-    monkeypatch.setattr(media, decoder, slow)
-    assert send(http, request_, 5).client_latency_s < SLOW_DECODE_S
-
     def broken(data: bytes) -> media.Decoded:
         time.sleep(SLOW_DECODE_S)
         raise BadOutput("image is one constant colour (0)")
 
-    monkeypatch.setattr(media, decoder, broken)
-    with pytest.raises(BadOutput, match="constant colour"):
-        send(http, request_, 5)
+    with (serving(answering(Answer.of({"data": [{"b64_json": png(pixels)}]}))) if request_.output == "image"
+          else video_server([])) as served:
+        http = served if request_.output == "image" else served[0]
+        monkeypatch.setattr(media, decoder, slow)
+        assert send(http, request_, 5).client_latency_s < SLOW_DECODE_S
+        monkeypatch.setattr(media, decoder, broken)
+        with pytest.raises(BadOutput, match="constant colour"):
+            send(http, request_, 5)
