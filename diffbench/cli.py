@@ -12,6 +12,8 @@ from pathlib import Path
 from types import FrameType
 
 import diffbench
+from deployments.trigger import add_arguments as add_trigger_arguments
+from deployments.trigger import run as run_trigger
 from diffbench.errors import ConfigError, DiffbenchError
 
 
@@ -188,7 +190,7 @@ def _import_sglang(args: argparse.Namespace) -> int:
 
 
 def _infra_up(args: argparse.Namespace) -> int:
-    from diffbench.infra import LocalStack  # noqa: PLC0415
+    from deployments.infra import LocalStack  # noqa: PLC0415
 
     stack = LocalStack(args.home, port=args.port)
     try:
@@ -275,8 +277,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--worker", default="local-gpu-1", help="the worker's name")
     up.set_defaults(handler=_infra_up)
 
-    # Listed for --help only: main() hands `trigger` to its own parser, which also runs standalone in CI.
-    commands.add_parser("trigger", help="start a deployment run through the Prefect API and follow it")
+    triggering = commands.add_parser("trigger", help="start a deployment run through the Prefect API and follow it")
+    add_trigger_arguments(triggering)
+    triggering.set_defaults(handler=run_trigger)
 
     demo = commands.add_parser("demo", help="the whole flow on the tiny models, two reference configurations, SQLite")
     demo.add_argument("--workdir", type=Path, default=Path(".diffbench/demo"),
@@ -287,10 +290,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["trigger"]:
-        from diffbench.trigger import main as trigger_main  # noqa: PLC0415
-
-        return trigger_main(argv[1:])
     args = parser().parse_args(argv)
     try:
         return args.handler(args)

@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from diffbench.infra import InfraError, LocalStack
+from deployments.infra import InfraError, LocalStack
 from diffbench.launcher import free_port
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diffbench.trigger import Api, TriggerError, coerce_params, default_idempotency_key, parse_params
+from deployments.trigger import Api, TriggerError, coerce_params, default_idempotency_key, parse_params
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCHEMA = {"name": "adhoc", "parameter_openapi_schema": {"properties": {
@@ -63,7 +63,7 @@ def test_workflow_runs_on_dispatch_and_release_and_calls_the_trigger() -> None:
 def test_a_briefly_unavailable_api_is_retried_with_one_idempotency_key(monkeypatch: pytest.MonkeyPatch) -> None:
     import httpx
 
-    from diffbench import trigger
+    from deployments import trigger
 
     monkeypatch.setattr(trigger, "RETRY_WAITS_S", (0, 0))
     bodies: list[bytes] = []

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffbench import dashboard, trigger
+from deployments import trigger
+from diffbench import dashboard
 from diffbench.dashboard.history import comparable_history
 from diffbench.dashboard.page import TRENDS_HEADING
 from diffbench.load import LoadLevel

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from diffbench.infra import LocalStack
+from deployments.infra import LocalStack
 from diffbench.launcher import free_port
 
 AUTH = "diffbench:stack-test-secret"

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from diffbench.trigger import Api, trigger
+from deployments.trigger import Api, trigger
 from test_deployments.conftest import AUTH, stored_results, worker_env
 
 SHARD_HOSTS = ("shard-host-a", "shard-host-b")

@@ -15,7 +15,8 @@ import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from diffbench import cli, trigger
+from deployments import trigger
+from diffbench import cli
 from test_deployments.conftest import AUTH, stored_results
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -116,7 +117,9 @@ def test_help_names_the_command_documents_every_option_and_the_exit_codes(capsys
     assert done.value.code == 0 and text.startswith("usage: diffbench trigger ")
     for code in ("0  the run completed", "1  it failed", "2  nothing was started"):
         assert code in text
-    actions = [a for a in trigger.parser()._actions if not isinstance(a, argparse._HelpAction)]
+    parser = argparse.ArgumentParser()
+    trigger.add_arguments(parser)
+    actions = [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
     assert actions and all(a.help and a.help.strip() for a in actions)
 
 
