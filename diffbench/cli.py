@@ -42,7 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
     from diffbench.reference.app import create_app  # noqa: PLC0415
     from diffbench.reference.runner import PipelineRunner  # noqa: PLC0415
 
-    runner = PipelineRunner(args.model, args.device, args.dtype)
+    runner = PipelineRunner(args.model, args.device, args.dtype, args.step_delay_ms / 1000)
     print(f"loaded {args.model} on {runner.device} as {runner.dtype}", flush=True)
     uvicorn.run(create_app(runner, args.model), host=args.host, port=args.port, log_level="info")
     return 0
@@ -79,7 +79,7 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
 
 
 def _run_flow(config: Path, cases: list[str] | None, frameworks: list[str] | None, label: str | None,
-              database_url: str | None) -> int:
+              database_url: str | None, compare_to: str = "latest-nightly") -> int:
     from diffbench.settings import Settings  # noqa: PLC0415
     from diffbench.storage.store import public_url  # noqa: PLC0415
 
@@ -97,7 +97,7 @@ def _run_flow(config: Path, cases: list[str] | None, frameworks: list[str] | Non
 
     try:
         diffusion_comparison(config=str(config), cases=cases, frameworks=frameworks, label=label, trigger="manual",
-                             database_url=database_url)
+                             database_url=database_url, compare_to=compare_to)
     except CasesFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -110,7 +110,7 @@ def _run_flow(config: Path, cases: list[str] | None, frameworks: list[str] | Non
 
 
 def _run(args: argparse.Namespace) -> int:
-    return _run_flow(args.config, args.cases, args.frameworks, args.label, args.database_url)
+    return _run_flow(args.config, args.cases, args.frameworks, args.label, args.database_url, args.compare_to)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -165,6 +165,31 @@ def _regressions(args: argparse.Namespace) -> int:
         print(f"{c.date}  {c.kind:<11} {c.case_id}/{c.framework}: {c.before:.3f} s → {c.after:.3f} s "
               f"(×{c.ratio:.3f}, confidence {c.confidence:.2f}; {builds}; run {c.run_id})")
     print(f"{len(changes)} change(s)" if changes else "no change found")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from diffbench.compare import against_nightlies, against_run, markdown  # noqa: PLC0415
+    from diffbench.settings import Settings  # noqa: PLC0415
+    from diffbench.storage import store  # noqa: PLC0415
+
+    engine = store.open_database(args.database_url or Settings().database_url.get_secret_value())
+    try:
+        run = store.run_measured(engine, args.run)
+        comparisons = (against_run(run, store.run_measured(engine, args.against)) if args.against
+                       else against_nightlies(run, store.latest_nightlies(engine, args.run)))
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps([c.as_dict() for c in comparisons], indent=2))
+    elif args.markdown:
+        print(markdown(comparisons))
+    else:
+        for c in comparisons:
+            figures = (f"{c.baseline_median_s:.3f} s → {c.median_s:.3f} s (×{c.ratio:.3f} [{c.ratio_low:.3f}, "
+                       f"{c.ratio_high:.3f}], confidence {c.confidence:.2f}; against run {c.baseline_run_id})"
+                       if c.ratio is not None else f"against run {c.baseline_run_id or '—'}")
+            print(f"{c.verdict:<15} {c.case_id}/{c.framework}: {figures}")
     return 0
 
 
@@ -234,6 +259,9 @@ def parser() -> argparse.ArgumentParser:
                        help="where the pipeline runs (auto: cuda when there is a GPU)")
     serve.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                        help="weights and compute type (auto: bfloat16 on CUDA, float32 on CPU)")
+    serve.add_argument("--step-delay-ms", type=float, default=0.0, metavar="MS",
+                       help="sleep this long in every denoising step: a known slowdown, to check that a comparison "
+                            "finds it (default: 0)")
     serve.set_defaults(handler=_serve)
 
     tiny = commands.add_parser("tiny-model", help="build a random-weight tiny pipeline, offline")
@@ -248,6 +276,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--frameworks", type=_names, help="comma-separated frameworks (default: all)")
     run.add_argument("--label", help="shown on the dashboard, e.g. a release tag")
     run.add_argument("--database-url", help="default: DIFFBENCH_DATABASE_URL, else a local SQLite file")
+    run.add_argument("--compare-to", default="latest-nightly", metavar="RUN",
+                     help="judge each result against this run id, `latest-nightly` (default: per series, the latest "
+                          "nightly before this run) or `none`")
     run.set_defaults(handler=_run)
 
     board = commands.add_parser("dashboard", help="render the dashboard of a run (default: the latest)")
@@ -268,6 +299,17 @@ def parser() -> argparse.ArgumentParser:
     changes.add_argument("--json", action="store_true", help="print one JSON list")
     changes.add_argument("--database-url", help="default: DIFFBENCH_DATABASE_URL, else a local SQLite file")
     changes.set_defaults(handler=_regressions)
+
+    comparing = commands.add_parser("compare", help="one run against the latest nightlies, or another run: a verdict "
+                                                    "per case and framework")
+    comparing.add_argument("run", help="the run id to judge")
+    comparing.add_argument("--against", metavar="RUN",
+                           help="the run to compare with (default: per series, the latest nightly before RUN)")
+    formats = comparing.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="print one JSON list")
+    formats.add_argument("--markdown", action="store_true", help="print a markdown table (job summary, PR comment)")
+    comparing.add_argument("--database-url", help="default: DIFFBENCH_DATABASE_URL, else a local SQLite file")
+    comparing.set_defaults(handler=_compare)
 
     infra = commands.add_parser("infra", help="a local Prefect server and worker, without Docker")
     infra_commands = infra.add_subparsers(dest="infra_command", required=True)

@@ -18,6 +18,7 @@
     ├── CaseTimeout                       "case_timeout"
     ├── ShardLost                         "crashed"
     ├── Cancelled                         "cancelled"
+    ├── RunNotStored                      "unknown_run"
     └── StorageUnavailable                "storage"
 
 `error_class` is the short string stored with a result; `retryable` says whether
@@ -153,6 +154,12 @@ class StorageUnavailable(DiffbenchError):
 
     error_class = "storage"
     retryable = True
+
+
+class RunNotStored(DiffbenchError):
+    """A run named on the command line or as a baseline is not in the results database."""
+
+    error_class = "unknown_run"
 
 
 class ShardLost(DiffbenchError):

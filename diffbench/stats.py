@@ -56,3 +56,13 @@ def relative_change(current: float, history: list[float]) -> float | None:
         return None
     reference = statistics.median(history)
     return (current - reference) / reference if reference else None
+
+
+def ratio_interval(after: list[float], before: list[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Percentile bootstrap interval of median(after) / median(before), both resampled; seeded as above."""
+    rng = np.random.default_rng(0)
+    ratios = (np.median(rng.choice(np.asarray(after, dtype=float), size=(RESAMPLES, len(after))), axis=1)
+              / np.median(rng.choice(np.asarray(before, dtype=float), size=(RESAMPLES, len(before))), axis=1))
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)

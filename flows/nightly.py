@@ -15,6 +15,7 @@ from pydantic import Field
 
 from diffbench import demo
 from diffbench.cases import Pair
+from diffbench.compare import LATEST_NIGHTLY, NO_COMPARISON
 from diffbench.config import load_matrix
 from diffbench.errors import ShardLost
 from diffbench.gpus import detect
@@ -29,6 +30,7 @@ from diffbench.storage.store import NO_PASSWORD_URL, public_url
 from flows.measure import measure_pairs
 from flows.shard import SHARD_DEPLOYMENT
 from tasks.announce import announce
+from tasks.compare import check_baseline, publish_comparison
 from tasks.dashboard import render_dashboard
 from tasks.record import finish_run, mark_stopped, record_result, start_run
 
@@ -100,6 +102,7 @@ def diffusion_comparison(
     trigger: Trigger = "manual",
     database_url: Annotated[str | None, Field(pattern=NO_PASSWORD_URL)] = None,
     shards: Annotated[int, Field(ge=1, le=64)] = 1,
+    compare_to: Annotated[str, Field(min_length=1, max_length=64)] = LATEST_NIGHTLY,
 ) -> dict[str, int]:
     """Measure the selected cases of `config` on their frameworks and render the dashboard.
 
@@ -115,6 +118,8 @@ def diffusion_comparison(
             from DIFFBENCH_DATABASE_URL, else a local SQLite file.
         shards: Split the run over this many `diffusion-shard` flow runs on the pool's workers
             (cases of one model stay together); 1 measures everything here.
+        compare_to: What each result is judged against (verdict `slower`, `faster` or `no change`, published as
+            an artifact): `latest-nightly` (per series, the latest nightly before this run), a run id, or `none`.
     """
     stop_servers_on_signals()
     context = FlowRunContext.get()
@@ -124,6 +129,7 @@ def diffusion_comparison(
     pairs = matrix.select(cases or None, frameworks or None)
     hardware = detect(settings.gpus)
     with Recorder(settings.database_url.get_secret_value(), settings.spool_dir) as recorder:
+        check_baseline(recorder, compare_to)
         run = start_run(recorder, matrix, pairs, matrix.not_run(cases or None, frameworks or None), trigger, label,
                         hardware, settings)
         try:
@@ -139,6 +145,11 @@ def diffusion_comparison(
             render_dashboard(recorder, run.id, settings.dashboard_dir)
         except OSError as exc:  # the results are stored; `diffbench dashboard` renders them elsewhere
             get_run_logger().error("dashboard not written to %s: %s", settings.dashboard_dir, exc.strerror)
+        if compare_to != NO_COMPARISON:
+            try:
+                publish_comparison(recorder, run.id, compare_to)
+            except Exception:  # noqa: BLE001 - the results and dashboard stand; `diffbench compare` redoes it
+                get_run_logger().exception("comparison not published")
         try:
             announce(recorder)
         except Exception:  # noqa: BLE001 - what was measured is stored; the next run announces what is left

@@ -6,6 +6,7 @@ import inspect
 import io
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,9 @@ class PipelineRunner:
     the pipeline's models over them.
     """
 
-    def __init__(self, model_dir: str, device: str = "auto", dtype: str = "auto") -> None:
+    def __init__(self, model_dir: str, device: str = "auto", dtype: str = "auto", step_delay_s: float = 0.0) -> None:
         self.model = model_dir
+        self.step_delay_s = step_delay_s
         self.device = pick_device(device)
         on_gpu = self.device.type == "cuda"
         if dtype == "auto":
@@ -139,7 +141,7 @@ class PipelineRunner:
         arguments = {k: v for k, v in arguments.items() if k in accepted}
         self.clock.reset()
         started = self.clock.now()
-        output = pipeline(**arguments, callback_on_step_end=self.clock.step_end_callback())
+        output = pipeline(**arguments, callback_on_step_end=self._on_step_end())
         total_s = self.clock.now() - started
         content = self._encode(output, request.fps or DEFAULT_FPS)
         perf = self._perf_document(total_s)
@@ -147,6 +149,18 @@ class PipelineRunner:
             perf_dump.write_atomic(Path(request.perf_dump_path), perf)
         peak = max(c["peak_reserved_mb"] for c in perf["memory_checkpoints"].values())
         return Result(content, total_s, peak, perf)
+
+    def _on_step_end(self) -> Callable[..., dict[str, Any]]:
+        """The clock's step callback, after the `step_delay_s` sleep that counts as part of the step."""
+        close_step = self.clock.step_end_callback()
+        if not self.step_delay_s:
+            return close_step
+
+        def delayed(*args: Any) -> dict[str, Any]:
+            time.sleep(self.step_delay_s)
+            return close_step(*args)
+
+        return delayed
 
     def _encode(self, output: Any, fps: int) -> bytes:
         if self.is_video:

@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from diffbench.alerts import Alert
 from diffbench.canary import CanaryReading
-from diffbench.errors import ConfigError, StorageUnavailable
+from diffbench.compare import Measured
+from diffbench.errors import ConfigError, RunNotStored, StorageUnavailable
 from diffbench.regressions import Point
 from diffbench.results import UNFINISHED, CaseResult, Outcome, RunInfo
 from diffbench.storage import migrate
@@ -218,6 +219,44 @@ def nightly_points(engine: Engine, case_id: str | None = None,
             points.setdefault((case, fw), []).append(
                 Point(run_id, started_at, series, tuple(samples[result_id]), version))
     return points
+
+
+def _measured(session: Session, where: list[Any]) -> list[Measured]:
+    """Results matching `where` with every client latency, newest run first."""
+    rows = session.execute(
+        select(Result.id, Result.run_id, Result.case_id, Result.framework, Result.status, Result.series_key,
+               Result.engine_version).join(Run, Run.id == Result.run_id).where(*where)
+        .order_by(Run.started_at.desc(), Result.id)).all()
+    samples: dict[int, list[float]] = {}
+    query = (select(SampleRow.result_id, SampleRow.client_latency_s)
+             .where(SampleRow.result_id.in_([row[0] for row in rows])).order_by(SampleRow.result_id, SampleRow.index))
+    for result_id, latency in session.execute(query):
+        samples.setdefault(result_id, []).append(latency)
+    return [Measured(*row[1:], tuple(samples.get(row[0], ()))) for row in rows]
+
+
+def run_measured(engine: Engine, run_id: str) -> list[Measured]:
+    """Every result of a run, with its samples; raises ConfigError when no such run is stored."""
+    with reachable(str(engine.url)), Session(engine) as session:
+        if session.get(Run, run_id) is None:
+            raise RunNotStored(f"no run {run_id!r} is stored in {redacted(str(engine.url))}")
+        return _measured(session, [Result.run_id == run_id])
+
+
+def latest_nightlies(engine: Engine, run_id: str) -> dict[str, Measured]:
+    """Per series of `run_id`'s results, the latest measured nightly result that started before it."""
+    with reachable(str(engine.url)), Session(engine) as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise RunNotStored(f"no run {run_id!r} is stored in {redacted(str(engine.url))}")
+        keys = session.scalars(select(Result.series_key).where(Result.run_id == run_id)).all()
+        found = _measured(session, [Result.series_key.in_(keys), Run.trigger == "schedule", Run.id != run_id,
+                                    Run.started_at < run.started_at, Result.status == "ok",
+                                    Result.suspect.is_(None)])
+    latest: dict[str, Measured] = {}
+    for measured in found:
+        latest.setdefault(measured.series_key, measured)
+    return latest
 
 
 def save_canaries(engine: Engine, run_id: str, readings: list[dict[str, Any]]) -> None:
