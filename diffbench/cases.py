@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,6 +33,9 @@ def _repeats(value: object) -> int | Literal["auto"]:
 
 # A fixed number of measured requests, or `auto`: until the median's interval is narrow enough.
 Repeats = Annotated[int | Literal["auto"], PlainValidator(_repeats)]
+
+
+URL_CREDENTIALS = re.compile(r"://[^/@\s]+@")
 
 
 class _Strict(BaseModel):
@@ -231,13 +235,32 @@ class Pair(_Strict):
         return "0.0.0.0" if isinstance(launcher, DockerLauncher) and launcher.network == "publish" else "127.0.0.1"
 
     @property
+    def engine_build(self) -> str | None:
+        """Where the engine comes from, as configured: `pip: …`, `python: …`, `image: …`; None for the worker's PATH.
+
+        Credentials in a URL (a private index, a wheel behind a token) are masked.
+        """
+        options = self.options
+        if isinstance(options.launcher, DockerLauncher):
+            build = f"image: {options.launcher.reference}"
+        elif options.pip:
+            build = f"pip: {shlex.join(options.pip)}"
+        else:
+            return f"python: {options.python}" if options.python else None
+        return URL_CREDENTIALS.sub("://***@", build)
+
+    @property
     def request_extra(self) -> dict[str, Any]:
         extra = dict(self.case.sglang_request_extra) if self.engine == "sglang" else {}
         return extra | self.options.request_extra
 
     @property
     def config_hash(self) -> str:
-        """Hash of everything that changes the measurement; the case id is not part of it."""
+        """Hash of everything that changes the measurement; the case id is not part of it.
+
+        The engine's build (pip spec, Python environment, image) is not: a new build is a new point of
+        the same series, which is what the nightly watches change.
+        """
         controls = self.case.model_dump(
             exclude={"id", "model", "num_gpus", "frameworks", "deadlines", "warmup_requests",
                      "measurement_repeats", "sglang_request_extra", "comfyui_workflow"}
@@ -249,8 +272,6 @@ class Pair(_Strict):
             "env": self.options.extra_env,
             "request_extra": self.request_extra,
         }
-        if isinstance(self.options.launcher, DockerLauncher):
-            controls["image"] = self.options.launcher.reference
         canonical = json.dumps(controls, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -79,7 +79,8 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
 
 
 def _run_flow(config: Path, cases: list[str] | None, frameworks: list[str] | None, label: str | None,
-              database_url: str | None, compare_to: str = "latest-nightly") -> int:
+              database_url: str | None, compare_to: str = "latest-nightly",
+              engines: dict[str, str] | None = None) -> int:
     from diffbench.settings import Settings  # noqa: PLC0415
     from diffbench.storage.store import public_url  # noqa: PLC0415
 
@@ -97,7 +98,7 @@ def _run_flow(config: Path, cases: list[str] | None, frameworks: list[str] | Non
 
     try:
         diffusion_comparison(config=str(config), cases=cases, frameworks=frameworks, label=label, trigger="manual",
-                             database_url=database_url, compare_to=compare_to)
+                             database_url=database_url, compare_to=compare_to, engines=engines)
     except CasesFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -110,7 +111,8 @@ def _run_flow(config: Path, cases: list[str] | None, frameworks: list[str] | Non
 
 
 def _run(args: argparse.Namespace) -> int:
-    return _run_flow(args.config, args.cases, args.frameworks, args.label, args.database_url, args.compare_to)
+    return _run_flow(args.config, args.cases, args.frameworks, args.label, args.database_url, args.compare_to,
+                     dict(args.engine) or None)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -191,6 +193,13 @@ def _compare(args: argparse.Namespace) -> int:
                        if c.ratio is not None else f"against run {c.baseline_run_id or '—'}")
             print(f"{c.verdict:<15} {c.case_id}/{c.framework}: {figures}")
     return 0
+
+
+def _build(value: str) -> tuple[str, str]:
+    framework, equals, build = value.partition("=")
+    if not (equals and framework and build):
+        raise argparse.ArgumentTypeError(f"give FRAMEWORK=BUILD, e.g. sglang=pip:sglang==0.5.24 (got {value!r})")
+    return framework, build
 
 
 def _since(value: str) -> str:
@@ -276,6 +285,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--frameworks", type=_names, help="comma-separated frameworks (default: all)")
     run.add_argument("--label", help="shown on the dashboard, e.g. a release tag")
     run.add_argument("--database-url", help="default: DIFFBENCH_DATABASE_URL, else a local SQLite file")
+    run.add_argument("--engine", type=_build, action="append", default=[], metavar="FRAMEWORK=BUILD",
+                     help="run this engine build instead of the configured one, repeatable: pip:SPEC (a spec, wheel "
+                          "or -r lock), image:REFERENCE or python:PATH, e.g. sglang=pip:sglang==0.5.24")
     run.add_argument("--compare-to", default="latest-nightly", metavar="RUN",
                      help="judge each result against this run id, `latest-nightly` (default: per series, the latest "
                           "nightly before this run) or `none`")

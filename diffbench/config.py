@@ -19,6 +19,7 @@ from diffbench.engines.environments import FILE_OPTIONS
 from diffbench.errors import ConfigError
 
 LOCAL_PREFIXES = ("/", "./", "../", "~")
+BUILD_KINDS = ("pip", "image", "python")
 # Frameworks of sglang's comparison that have no adapter here yet: their cases load, reported as not run.
 WITHOUT_ADAPTER = frozenset({"lightx2v", "comfyui"})
 
@@ -132,13 +133,60 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
                     options["pip"] = _pip_paths(options["pip"], base)
 
 
-def load_matrix(path: Path | str) -> CaseMatrix:
-    """Read and validate a case matrix (YAML or JSON); raise ConfigError listing every problem."""
+def build_options(framework: str, build: str) -> dict[str, Any]:
+    """The framework options an engine build sets: `pip:SPEC` (specs, wheel paths or URLs, `-r lock`),
+    `image:REFERENCE` or `python:PATH`; a bare wheel or `name==version` is a pip spec. Paths are
+    taken from the current folder."""
+    kind, colon, value = build.partition(":")
+    if not (colon and kind in BUILD_KINDS and value.strip()):
+        if not (build.endswith(".whl") or "==" in build):
+            raise ConfigError([f"engines: {framework}: {build!r} is not a build; give pip:SPEC (a spec, wheel or "
+                               "-r lock), image:REFERENCE or python:PATH"])
+        kind, value = "pip", build
+    value = value.strip()
+    if kind == "pip":
+        return {"pip": _pip_paths(shlex.split(value), Path.cwd())}
+    if kind == "python":
+        return {"python": os.path.abspath(Path(value).expanduser())}
+    return {"launcher": {"type": "docker", "image": value}}
+
+
+def _apply_builds(data: dict[str, Any], builds: dict[str, str], file: str) -> None:
+    """Each framework in `builds` runs that build in every case: it replaces where the engine comes from."""
+    cases = [c for c in data.get("cases") or [] if isinstance(c, dict)]
+    frameworks = {fw for case in cases for fw in case.get("frameworks") or {}}
+    unknown = [f"engines: {fw}: no case of {file} runs it; its frameworks: {', '.join(sorted(frameworks))}"
+               for fw in builds if fw not in frameworks]
+    if unknown:
+        raise ConfigError(unknown)
+    for framework, build in builds.items():
+        environment = build_options(framework, build)
+        for case in cases:
+            options = (case.get("frameworks") or {}).get(framework)
+            if not isinstance(options, dict):
+                continue
+            launcher = options.get("launcher")
+            kept_launcher = {k: v for k, v in launcher.items() if k != "digest"} if (
+                isinstance(launcher, dict) and launcher.get("type") == "docker" and "launcher" in environment) else {}
+            for key in ("pip", "python", "launcher"):
+                options.pop(key, None)
+            options.update(environment)
+            if kept_launcher:  # a new image keeps the mounts, network and environment configured for the old one
+                options["launcher"] = kept_launcher | environment["launcher"]
+
+
+def load_matrix(path: Path | str, builds: dict[str, str] | None = None) -> CaseMatrix:
+    """Read and validate a case matrix (YAML or JSON); raise ConfigError listing every problem.
+
+    `builds` (framework → build, see `build_options`) replaces where those frameworks' engines come from.
+    """
     path = Path(path)
     data = _parse(path)
     if not isinstance(data, dict):
         raise ConfigError([f"{path.name}: (top level): must be a mapping with a 'cases' list"])
     _resolve_paths(data, path.parent)
+    if builds:
+        _apply_builds(data, builds, path.name)
     raw_cases = data.get("cases") if isinstance(data.get("cases"), list) else []
     problems: list[str] = []
     seen: set[str] = set()

@@ -18,7 +18,8 @@ from diffbench.stats import Summary, summarize
 # clock once the output was decoded and checked; v2 stops it at the output's last byte, as sglang's
 # client-e2e-v1 does ("output downloaded"), and decodes and checks after.
 METHODOLOGY = "diffbench-client-e2e-v2"
-Trigger = Literal["schedule", "manual", "api"]
+# `pr`: a pull request's build, judged against the nightly; never part of the nightly history or trends.
+Trigger = Literal["schedule", "manual", "api", "pr"]
 ResultStatus = Literal["ok", "failed", "not_run", "pending", "running"]
 # Results a stopped run leaves unfinished.
 UNFINISHED = ("pending", "running")
@@ -52,6 +53,7 @@ class RunInfo:
     import_key: str | None = None
     owner_pid: int | None = None
     owner_started: float | None = None
+    pull_request: int | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class CaseResult:
     finished_at: datetime
     host: str | None = None
     engine_version: str | None = None
+    # `Pair.engine_build`: the pip spec, Python environment or image the engine came from.
+    engine_build: str | None = None
     model_revision: str | None = None
     image_digest: str | None = None
     serve_argv: list[str] = field(default_factory=list)

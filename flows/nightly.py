@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
@@ -39,16 +39,21 @@ class CasesFailed(Exception):
     """Raised at the very end, after everything measured was stored and rendered."""
 
 
+# What a run may say it is; `schedule` and `pr` are decided by Prefect's scheduler and `pull_request`.
+RequestedTrigger = Literal["manual", "api", "schedule"]
+
 # What a flow call raises once a signal stopped its run (and the run is marked): Ctrl-C, SIGTERM.
 STOPPED = (KeyboardInterrupt, TerminationSignal)
 
 
 @task(task_run_name="shard {index}", cache_policy=NO_CACHE)
-def run_shard(config: str, pairs: list[Pair], run_id: str, index: int) -> tuple[str, str]:
+def run_shard(config: str, pairs: list[Pair], run_id: str, index: int, engines: dict[str, str] | None
+              ) -> tuple[str, str]:
     """Run one shard as a deployment on the pool; return its flow run id and final state."""
     names = [f"{p.case.id}/{p.framework}" for p in pairs]
     budget_s = sum(p.deadlines.case_minutes for p in pairs) * 60 + 1800
-    flow_run = run_deployment(SHARD_DEPLOYMENT, parameters={"config": config, "pairs": names, "run_id": run_id},
+    flow_run = run_deployment(SHARD_DEPLOYMENT, parameters={"config": config, "pairs": names, "run_id": run_id,
+                                                                "engines": engines},
                               timeout=budget_s, tags=[f"shard-{index}"])
     state = flow_run.state.type.value if flow_run.state else "UNKNOWN"
     get_run_logger().info("shard %d (%s) ended %s", index, flow_run.name, state)
@@ -56,10 +61,10 @@ def run_shard(config: str, pairs: list[Pair], run_id: str, index: int) -> tuple[
 
 
 def run_shards(config: str, pairs: list[Pair], shards: int, run_id: str, recorder: Recorder,
-               hardware: str) -> list[Outcome]:
+               hardware: str, engines: dict[str, str] | None) -> list[Outcome]:
     """Shards on the pool's workers, in parallel; pairs no shard stored are failed as `crashed`."""
     buckets = shard_pairs(pairs, shards)
-    futures = [run_shard.submit(config, bucket, run_id, index) for index, bucket in enumerate(buckets)]
+    futures = [run_shard.submit(config, bucket, run_id, index, engines) for index, bucket in enumerate(buckets)]
     ended = [future.result() for future in futures]
     recorder.flush()
     stored = {(o.case_id, o.framework) for o in store.run_outcomes(recorder.engine(), run_id)
@@ -73,8 +78,13 @@ def run_shards(config: str, pairs: list[Pair], shards: int, run_id: str, recorde
     return store.run_outcomes(recorder.engine(), run_id)
 
 
-def effective_trigger(requested: Trigger, auto_scheduled: bool) -> Trigger:
-    """`schedule` exactly for the runs Prefect's scheduler created: no parameter makes a run nightly history."""
+def effective_trigger(requested: RequestedTrigger, auto_scheduled: bool, pull_request: int | None) -> Trigger:
+    """`schedule` exactly for the runs Prefect's scheduler created: no parameter makes a run nightly history.
+
+    A run for a pull request is `pr` whatever else: its build never enters the nightly history.
+    """
+    if pull_request is not None:
+        return "pr"
     if auto_scheduled:
         return "schedule"
     if requested == "schedule":
@@ -84,10 +94,13 @@ def effective_trigger(requested: Trigger, auto_scheduled: bool) -> Trigger:
 
 
 def run_name() -> str:
-    """`nightly-2026-11-29` for the schedule, `adhoc-<label>` (or the time) for the rest: names to find runs by."""
+    """`nightly-2026-11-29` for the schedule, `pr-<number>` for a pull request, `adhoc-<label>` (or the time) for
+    the rest: names to find runs by."""
     parameters = runtime.flow_run.parameters
     now = datetime.now(UTC)
     context = FlowRunContext.get()
+    if parameters.get("pull_request") is not None:
+        return f"pr-{parameters['pull_request']}"
     if context and context.flow_run and context.flow_run.auto_scheduled:
         return f"nightly-{now:%Y-%m-%d}"
     return f"adhoc-{parameters.get('label') or f'{now:%Y-%m-%d-%H%M}'}"
@@ -99,10 +112,12 @@ def diffusion_comparison(
     cases: list[str] | None = None,
     frameworks: list[str] | None = None,
     label: str | None = None,
-    trigger: Trigger = "manual",
+    trigger: RequestedTrigger = "manual",
     database_url: Annotated[str | None, Field(pattern=NO_PASSWORD_URL)] = None,
     shards: Annotated[int, Field(ge=1, le=64)] = 1,
     compare_to: Annotated[str, Field(min_length=1, max_length=64)] = LATEST_NIGHTLY,
+    engines: dict[str, str] | None = None,
+    pull_request: Annotated[int | None, Field(ge=1)] = None,
 ) -> dict[str, int]:
     """Measure the selected cases of `config` on their frameworks and render the dashboard.
 
@@ -120,21 +135,26 @@ def diffusion_comparison(
             (cases of one model stay together); 1 measures everything here.
         compare_to: What each result is judged against (verdict `slower`, `faster` or `no change`, published as
             an artifact): `latest-nightly` (per series, the latest nightly before this run), a run id, or `none`.
+        engines: Engine builds to run instead of the configured ones, per framework: `pip:<spec, wheel or -r
+            lock>`, `image:<reference>` or `python:<path>` on the worker, e.g. {"sglang": "pip:sglang==0.5.24"}.
+        pull_request: The pull request whose build this run measures: the run is named `pr-<number>`, judged
+            against the nightly, and kept out of the nightly history, trends and alerts.
     """
     stop_servers_on_signals()
     context = FlowRunContext.get()
-    trigger = effective_trigger(trigger, bool(context and context.flow_run and context.flow_run.auto_scheduled))
+    trigger = effective_trigger(trigger, bool(context and context.flow_run and context.flow_run.auto_scheduled),
+                                pull_request)
     settings = Settings(**({"database_url": public_url(database_url)} if database_url else {}))
-    matrix = load_matrix(demo.matrix_path(config, settings.state_dir))
+    matrix = load_matrix(demo.matrix_path(config, settings.state_dir), engines)
     pairs = matrix.select(cases or None, frameworks or None)
     hardware = detect(settings.gpus)
     with Recorder(settings.database_url.get_secret_value(), settings.spool_dir) as recorder:
         check_baseline(recorder, compare_to)
         run = start_run(recorder, matrix, pairs, matrix.not_run(cases or None, frameworks or None), trigger, label,
-                        hardware, settings)
+                        hardware, settings, pull_request)
         try:
             if shards > 1:
-                outcomes = run_shards(config, pairs, shards, run.id, recorder, hardware.gpu_model)
+                outcomes = run_shards(config, pairs, shards, run.id, recorder, hardware.gpu_model, engines)
             else:
                 outcomes = [r.outcome for r in measure_pairs(pairs, matrix, run.id, recorder, hardware, settings)]
         except BaseException as stop:  # Ctrl-C, SIGTERM, cancellation, a bug: the run says so, then Prefect does
@@ -142,7 +162,7 @@ def diffusion_comparison(
             raise
         finish_run(recorder, run.id, outcomes)
         try:
-            render_dashboard(recorder, run.id, settings.dashboard_dir)
+            render_dashboard(recorder, run.id, settings.dashboard_dir, pull_request)
         except OSError as exc:  # the results are stored; `diffbench dashboard` renders them elsewhere
             get_run_logger().error("dashboard not written to %s: %s", settings.dashboard_dir, exc.strerror)
         if compare_to != NO_COMPARISON:

@@ -17,17 +17,19 @@ SHARD_DEPLOYMENT = "diffusion-shard/shard"
 
 
 @flow(name="diffusion-shard", task_runner=ThreadPoolTaskRunner(max_workers=16))
-def diffusion_shard(config: str, pairs: list[str], run_id: str) -> dict[str, int]:
+def diffusion_shard(config: str, pairs: list[str], run_id: str, engines: dict[str, str] | None = None
+                    ) -> dict[str, int]:
     """Measure `pairs` ("case/framework") of `config` and record them under the parent's `run_id`.
 
     Args:
         config: Case matrix file, relative to the project checkout on the worker.
         pairs: The (case, framework) pairs of this shard, as "case_id/framework".
         run_id: The parent run the results belong to.
+        engines: The parent's engine builds (framework → build).
     """
     stop_servers_on_signals()
     settings = Settings()
-    matrix = load_matrix(demo.matrix_path(config, settings.state_dir))
+    matrix = load_matrix(demo.matrix_path(config, settings.state_dir), engines)
     wanted = set(pairs)
     selected = [p for p in matrix.pairs if f"{p.case.id}/{p.framework}" in wanted]
     hardware = detect(settings.gpus)

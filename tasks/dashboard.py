@@ -18,12 +18,13 @@ ARTIFACT_KEY = "diffusion-comparison-dashboard"
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=is_retryable)
-def render_dashboard(recorder: Recorder, run_id: str, out: Path) -> Path:
+def render_dashboard(recorder: Recorder, run_id: str, out: Path, pull_request: int | None = None) -> Path:
+    """The run's page; a pull request's goes to a folder (and an artifact key) of its own, never the main page."""
     recorder.flush()  # results spooled while the database was away belong on the page too
     engine = recorder.engine()
     page = dashboard.build(store.results_frame(engine), run_id, scan(store.nightly_points(engine)))
-    index = page.write(out)
-    create_markdown_artifact(key=ARTIFACT_KEY, markdown=page.inline_markdown(),
-                             description=f"Diffusion serving comparison, run {run_id}")
+    index = page.write(out if pull_request is None else out / f"pr-{pull_request}")
+    create_markdown_artifact(key=ARTIFACT_KEY if pull_request is None else f"pr-{pull_request}-dashboard",
+                             markdown=page.inline_markdown(), description=f"Diffusion serving comparison, run {run_id}")
     get_run_logger().info("dashboard: %s", index.resolve())
     return index

@@ -29,7 +29,8 @@ from diffbench.storage.store import redacted
 
 @task(cache_policy=NO_CACHE)
 def start_run(recorder: Recorder, matrix: CaseMatrix, pairs: list[Pair], without_adapter: list[tuple[str, str]],
-              trigger: Trigger, label: str | None, hardware: Hardware, settings: Settings) -> RunInfo:
+              trigger: Trigger, label: str | None, hardware: Hardware, settings: Settings,
+              pull_request: int | None = None) -> RunInfo:
     """Close what a killed run left behind, then record the run and its plan (idempotent per flow run).
 
     Every pair is stored `pending` and every (case, framework) `without_adapter` `not_run`, so a run
@@ -48,7 +49,7 @@ def start_run(recorder: Recorder, matrix: CaseMatrix, pairs: list[Pair], without
         label=label, baseline=matrix.matrix.baseline, started_at=datetime.now(UTC), host=host,
         gpu_model=hardware.gpu_model, driver=hardware.driver, diffbench_version=diffbench.__version__,
         config_path=str(matrix.path), config_sha256=hashlib.sha256(matrix.path.read_bytes()).hexdigest(),
-        owner_pid=owner.pid, owner_started=owner.started,
+        owner_pid=owner.pid, owner_started=owner.started, pull_request=pull_request,
     )
     stored = recorder.open_run(run)
     cases = {case.id: case for case in matrix.matrix.cases}

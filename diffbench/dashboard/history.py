@@ -10,14 +10,15 @@ HISTORY_NIGHTS = 5
 
 
 def pick_run(frame: pd.DataFrame, run_id: str | None) -> str:
-    """`run_id`, or the latest run that has results."""
+    """`run_id`, or the latest run that has results and is not a pull request's."""
     if run_id is not None:
         if run_id not in set(frame["run_id"]):
             raise LookupError(f"no results for run {run_id!r}")
         return run_id
-    if frame.empty:
+    runs = frame[frame["trigger"] != "pr"]
+    if runs.empty:
         raise LookupError("the database holds no results yet")
-    return str(frame.sort_values("started_at")["run_id"].iloc[-1])
+    return str(runs.sort_values("started_at")["run_id"].iloc[-1])
 
 
 def comparable_history(frame: pd.DataFrame, row: pd.Series) -> list[float]:

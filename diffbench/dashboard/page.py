@@ -45,10 +45,20 @@ class Dashboard:
         return text
 
 
+def _builds(run: pd.DataFrame) -> list[str]:
+    """Where each framework's engine came from, when the config or the run said."""
+    builds = run[run["engine_build"].notna()].drop_duplicates("framework")
+    if builds.empty:
+        return []
+    return ["Builds: " + " · ".join(f"{r['framework']} `{r['engine_build']}`" for _, r in builds.iterrows()), ""]
+
+
 def _header(run: pd.DataFrame) -> list[str]:
     first = run.iloc[0]
     trigger = first["trigger"]
     note = "" if trigger == "schedule" else f" — a {trigger} run, not part of the nightly history"
+    if pd.notna(first["pull_request"]):
+        note = f" — pull request #{int(first['pull_request'])}, judged against the nightly, kept out of its history"
     versions = ", ".join(f"{fw} {v}" for fw, v in sorted((first["engine_versions"] or {}).items())) or "unknown"
     # A run without a label reads back from the frame as NaN, which is truthy.
     label = f" `{first['label']}`" if pd.notna(first["label"]) and first["label"] else ""
@@ -60,6 +70,7 @@ def _header(run: pd.DataFrame) -> list[str]:
         f"Run `{first['run_id']}` · host {first['host']} · GPU {first['gpu_model']} (driver {first['driver']}) · "
         f"diffbench {first['diffbench_version']} · engines: {versions}",
         "",
+        *_builds(run),
         *_incomplete(run),
     ]
 
@@ -132,6 +143,8 @@ def _ratio(row: pd.Series | None, base: pd.Series | None) -> str:
 def build(frame: pd.DataFrame, run_id: str | None = None, changes: Sequence[Change] = ()) -> Dashboard:
     """The dashboard of one run (default: the latest) against the history in `frame` and its `changes`."""
     run_id = pick_run(frame, run_id)
+    # Pull requests' runs stay out of every history; a pull request's own page shows it against the rest.
+    frame = frame[(frame["trigger"] != "pr") | (frame["run_id"] == run_id)]
     run = frame[frame["run_id"] == run_id]
     baseline = baseline_of(run)
     frameworks = [baseline] + [fw for fw in dict.fromkeys(run["framework"]) if fw != baseline]

@@ -29,9 +29,12 @@ INSTALL_FLAGS = ("--compile-bytecode",)
 FILE_OPTIONS = ("-r", "--requirement", "-c", "--constraint")
 VERSION_TIMEOUT_S = 60
 INSTALL_LOG_TAIL = 3000
+# The version, and the commit when the package was installed from a VCS checkout (PEP 610's direct_url.json).
 VERSION_SCRIPT = (
-    "import importlib.metadata as m, sys\n"
-    "try:\n    print(m.version(sys.argv[1]))\nexcept m.PackageNotFoundError:\n    pass"
+    "import importlib.metadata as m, json, sys\n"
+    "try:\n    d = m.distribution(sys.argv[1])\nexcept m.PackageNotFoundError:\n    sys.exit()\n"
+    "vcs = json.loads(d.read_text('direct_url.json') or '{}').get('vcs_info', {})\n"
+    "print(d.version + (f\" (commit {vcs['commit_id'][:12]})\" if vcs.get('commit_id') else ''))"
 )
 
 

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from pydantic import model_validator
-
-from diffbench.cases import FrameworkOptions, Pair
+from diffbench.cases import Pair
 from diffbench.engines.base import ServerSpec
 from diffbench.engines.sglang import SGLangEngine
-
-
-class ReferenceOptions(FrameworkOptions):
-    """The reference engine is diffbench itself: it runs with diffbench's own Python."""
-
-    @model_validator(mode="after")
-    def _runs_with_diffbench(self) -> ReferenceOptions:
-        if self.python is not None or self.pip is not None:
-            raise ValueError("the diffusers reference engine runs with diffbench's own Python: no python: or pip:")
-        return self
 
 
 class ReferenceEngine(SGLangEngine):
@@ -26,11 +14,12 @@ class ReferenceEngine(SGLangEngine):
 
     name = "diffusers"
     package = "diffusers"
-    options = ReferenceOptions
-
     def command(self, spec: ServerSpec) -> list[str]:
-        return [sys.executable, "-m", "diffbench", "serve", "--model", spec.model_path,
-                "--host", spec.host, "--port", str(spec.port), *spec.pair.options.serve_args]
+        """diffbench's own Python, or (a build under test) the `python` of the environment the options name."""
+        options = spec.pair.options
+        python = "python" if options.python is not None or options.pip is not None else sys.executable
+        return [python, "-m", "diffbench", "serve", "--model", spec.model_path,
+                "--host", spec.host, "--port", str(spec.port), *options.serve_args]
 
     def side_ports(self, pair: Pair) -> tuple[int, ...]:
         return ()

@@ -83,6 +83,8 @@ class Run(Base):
     # The diffbench process measuring it (pid and start time): gone while `running` means killed.
     owner_pid: Mapped[int | None]
     owner_started: Mapped[float | None]
+    # The pull request a `pr` run measured the build of.
+    pull_request: Mapped[int | None]
 
     results: Mapped[list[Result]] = relationship(back_populates="run", cascade="all, delete-orphan")
 
@@ -112,6 +114,7 @@ class Result(Base):
     model_revision: Mapped[str | None] = mapped_column(String(64))
     image_digest: Mapped[str | None] = mapped_column(String(200))
     engine_version: Mapped[str | None] = mapped_column(String(200))
+    engine_build: Mapped[str | None] = mapped_column(Text)
     config_hash: Mapped[str] = mapped_column(String(16))
     series_key: Mapped[str] = mapped_column(String(16), index=True)
     methodology: Mapped[str] = mapped_column(String(64))

@@ -120,7 +120,8 @@ def _result_row(run_id: str, result: CaseResult) -> Result:
         error_message=(result.error_message or "")[-ERROR_MESSAGE_LIMIT:] or None,
         log_tail=(result.log_tail or "")[-LOG_TAIL_LIMIT:] or None,
         task=result.task, model=result.model, model_revision=result.model_revision, image_digest=result.image_digest,
-        engine_version=result.engine_version, config_hash=result.config_hash, series_key=result.series_key,
+        engine_version=result.engine_version, engine_build=result.engine_build, config_hash=result.config_hash,
+        series_key=result.series_key,
         methodology=result.methodology, hardware=result.hardware, host=result.host, num_gpus=result.num_gpus,
         gpu_ids=result.gpu_ids, serve_argv=result.serve_argv, request=result.request, download_s=result.download_s,
         ready_s=result.ready_s, first_request_latency_s=result.first_request_latency_s,
@@ -179,7 +180,7 @@ def import_exists(engine: Engine, import_key: str) -> bool:
 
 RESULT_COLUMNS = [
     Result.run_id, Run.started_at, Run.trigger, Run.label, Run.baseline, Run.source, Run.host, Run.gpu_model,
-    Run.driver, Run.diffbench_version, Run.engine_versions, Run.status.label("run_status"),
+    Run.driver, Run.diffbench_version, Run.engine_versions, Run.status.label("run_status"), Run.pull_request,
     Result.case_id, Result.framework, Result.engine, Result.status, Result.error_class,
     Result.median_s, Result.min_s, Result.max_s, Result.ci_low_s, Result.ci_high_s, Result.n, Result.server_median_s,
     Result.download_s, Result.ready_s, Result.first_request_latency_s, Result.step_median_ms,
@@ -190,6 +191,7 @@ RESULT_COLUMNS = [
     select(SampleRow.thumbnail).where(SampleRow.result_id == Result.id, SampleRow.index == 0)
     .scalar_subquery().label("thumbnail"),
     Result.config_hash, Result.series_key, Result.methodology, Result.num_gpus, Result.engine_version,
+    Result.engine_build,
     Result.model, Result.task, Result.host,
 ]
 

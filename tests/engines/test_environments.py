@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -33,6 +34,19 @@ def test_the_version_is_read_from_the_engines_own_python(tmp_path: Path) -> None
     own = EngineEnvironment(tmp_path / "venv" / "bin" / "python")
     assert own.version("pytest", "pytest") is None  # installed beside diffbench, not in that venv
     assert EngineEnvironment(Path(sys.executable)).version("pytest", "pytest") == pytest.__version__
+
+
+def test_a_build_installed_from_a_git_checkout_carries_its_commit(tmp_path: Path) -> None:
+    """pip and uv write PEP 610's direct_url.json for a VCS install; its commit is what a PR build is."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
+    [site] = (tmp_path / "venv" / "lib").glob("python*/site-packages")
+    info = site / "sglang-0.5.24.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sglang\nVersion: 0.5.24\n")
+    (info / "direct_url.json").write_text(json.dumps(
+        {"url": "https://github.com/sgl-project/sglang", "vcs_info": {"vcs": "git", "commit_id": "0123456789abcdef"}}))
+    assert EngineEnvironment(tmp_path / "venv" / "bin" / "python").version("sglang", "sglang") == \
+        "0.5.24 (commit 0123456789ab)"
 
 
 def test_a_console_scripts_interpreter_comes_from_its_first_line(tmp_path: Path) -> None:

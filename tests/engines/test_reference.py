@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from diffbench.engines import ENGINES
+from diffbench.engines.environments import EngineEnvironment
 from diffbench.engines.reference import ReferenceEngine
 from diffbench.engines.sglang import SGLangEngine
 
@@ -45,6 +46,11 @@ def test_engines_are_listed_by_framework() -> None:
         "sglang": "SGLangEngine", "vllm-omni": "VllmOmniEngine", "diffusers": "ReferenceEngine"}
 
 
-def test_it_runs_with_diffbenchs_own_python() -> None:
-    with pytest.raises(ValueError, match="runs with diffbench's own Python"):
-        make_pair("diffusers", frameworks={"diffusers": {"pip": "diffusers==0.37.0"}})
+def test_it_runs_with_diffbenchs_own_python_unless_a_build_names_another(tmp_path) -> None:
+    """A build of the reference engine is a Python environment holding diffbench: its `python` serves."""
+    own = make_pair("diffusers", frameworks={"diffusers": {}})
+    built = make_pair("diffusers", frameworks={"diffusers": {"python": str(tmp_path / "bin" / "python")}})
+    assert ReferenceEngine().command(make_spec(own))[0] == sys.executable
+    command = ReferenceEngine().command(make_spec(built))
+    assert EngineEnvironment(tmp_path / "bin" / "python").argv(command)[:3] == [
+        str(tmp_path / "bin" / "python"), "-m", "diffbench"]

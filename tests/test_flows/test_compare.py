@@ -1,19 +1,24 @@
-"""A run judged against another on real reference servers: a rerun is `no change`, a known slowdown `slower`,
-and the verdict is published on the flow run as an artifact."""
+"""A run judged against another on real reference servers: a rerun is `no change`, a pull request's slower build
+`slower`; the verdict is published on the flow run as an artifact, and the pull request's run is kept apart."""
 
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
+from sqlalchemy import select
 
 from diffbench.cli import main
 from diffbench.storage import store
+from diffbench.storage.models import Result, Run
+from flows.nightly import diffusion_comparison
 from tasks.compare import ARTIFACT_KEY
 
 # Sleeping 100 ms per step (400 ms a request) dwarfs the tiny model's own ~30 ms on a busy CPU, so a rerun
@@ -57,7 +62,9 @@ def test_a_rerun_is_no_change_and_a_slower_build_is_slower(
     [baseline] = run_ids(url)
     assert main(["run", "--config", str(configs["base"]), "--database-url", url, "--compare-to", baseline]) == 0
     rerun_artifact = latest_verdict_artifact()
-    assert main(["run", "--config", str(configs["slow"]), "--database-url", url, "--compare-to", baseline]) == 0
+    monkeypatch.setenv("DIFFBENCH_DATABASE_URL", url)
+    diffusion_comparison(config=str(configs["slow"]), compare_to=baseline, pull_request=7,
+                         engines={"diffusers": f"python:{sys.executable}"})
     slow_artifact = latest_verdict_artifact()
     _, rerun, slow = run_ids(url)
 
@@ -65,6 +72,19 @@ def test_a_rerun_is_no_change_and_a_slower_build_is_slower(
     assert "| image | diffusers | no change |" in rerun_artifact
     assert f"## Run {slow} against run {baseline}" in slow_artifact
     assert "| image | diffusers | 🔴 slower (other config) |" in slow_artifact
+
+    # The pull request's run: its name, its build, its own page; never nightly history nor the main page.
+    engine = store.open_database(url)
+    with engine.connect() as connection:
+        run = connection.execute(select(Run).where(Run.id == slow)).one()
+        builds = set(connection.scalars(select(Result.engine_build).where(Result.run_id == slow)))
+    assert (run.trigger, run.pull_request) == ("pr", 7) and builds == {f"python: {sys.executable}"}
+    assert store.latest_nightlies(engine, slow) == {} and not store.nightly_points(engine)
+    engine.dispose()
+    with get_client(sync_client=True) as prefect:
+        assert prefect.read_flow_run(UUID(slow)).name == "pr-7"
+    assert "pull request #7" in (tmp_path / "dashboard" / "pr-7" / "index.md").read_text()
+    assert f"Run `{rerun}`" in (tmp_path / "dashboard" / "index.md").read_text()
 
     capsys.readouterr()
     assert main(["compare", slow, "--against", baseline, "--json", "--database-url", url]) == 0

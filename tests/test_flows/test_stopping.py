@@ -202,4 +202,6 @@ def test_an_input_image_that_cannot_be_fetched_fails_only_its_cases(prefect_api,
     assert "| edit | **input_missing** |" in page
     # Asking for `schedule` does not make a run nightly history: only Prefect's scheduler does.
     assert "trigger **manual**" in page
-    assert effective_trigger("api", auto_scheduled=True) == "schedule"
+    assert effective_trigger("api", auto_scheduled=True, pull_request=None) == "schedule"
+    # A pull request's build never becomes nightly history, even on a schedule.
+    assert effective_trigger("schedule", auto_scheduled=True, pull_request=42) == "pr"
