@@ -25,6 +25,10 @@ import httpx
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 DASHBOARD_ARTIFACT = "diffusion-comparison-dashboard"
+# tasks.compare.ARTIFACT_KEY and the count line that diffbench.compare.markdown ends with, spelled out.
+VERDICT_ARTIFACT = "diffusion-comparison-verdict"
+SLOWER_COUNT = re.compile(r"^(\d+) slower, ", re.MULTILINE)
+SLOWER_EXIT = 3
 # diffbench.dashboard.page.TRENDS_HEADING, spelled out: this module needs only httpx.
 TRENDS_HEADING = "## Trends"
 CLOUD_API = re.compile(r"^https://api\.prefect\.cloud/api/accounts/([^/]+)/workspaces/([^/]+)/?$")
@@ -158,10 +162,12 @@ def create_run(http: httpx.Client, deployment: dict[str, Any], params: dict[str,
 
 @dataclass(frozen=True)
 class Ending:
-    """How the followed run ended: its state type (or TIMEOUT) and the state's message."""
+    """How the followed run ended: its state type (or TIMEOUT), the state's message, and the run's name by then
+    (the flow names its run once it starts: `pr-5`, `adhoc-…`)."""
 
     state: str
     message: str | None = None
+    name: str | None = None
 
 
 def follow(http: httpx.Client, flow_run_id: str, timeout_s: float, poll_s: float) -> Ending:
@@ -175,23 +181,29 @@ def follow(http: httpx.Client, flow_run_id: str, timeout_s: float, poll_s: float
             print(f"{time.strftime('%H:%M:%S')} {run['name']}: {state.get('name', kind)}", flush=True)
             last = kind
         if kind in TERMINAL:
-            return Ending(kind, state.get("message") or None)
+            return Ending(kind, state.get("message") or None, run["name"])
         if time.monotonic() > deadline:
-            return Ending("TIMEOUT")
+            return Ending("TIMEOUT", name=run["name"])
         time.sleep(poll_s)
 
 
-def dashboard_summary(http: httpx.Client, flow_run_id: str) -> str | None:
-    """The dashboard's header and table from the run's artifact, without the inline charts."""
-    body = {"artifacts": {"key": {"any_": [DASHBOARD_ARTIFACT]}, "flow_run_id": {"any_": [flow_run_id]}}}
+def run_artifacts(http: httpx.Client, flow_run_id: str) -> dict[str, str]:
+    """The markdown artifacts of a flow run, by key."""
+    body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
     found = _checked(_call(http, "POST", "artifacts/filter", json=body), "read artifacts")
-    if not found:
-        return None
-    return str(found[0]["data"]).split(f"\n{TRENDS_HEADING}")[0]
+    return {a["key"]: str(a["data"]) for a in found if a.get("key")}
+
+
+def dashboard_summary(artifacts: dict[str, str]) -> str | None:
+    """The dashboard's header and table (a pull request's has its own key), without the inline charts."""
+    page = artifacts.get(DASHBOARD_ARTIFACT) or next(
+        (data for key, data in artifacts.items() if key.startswith("pr-") and key.endswith("-dashboard")), None)
+    return page.split(f"\n{TRENDS_HEADING}")[0] if page else None
 
 
 def trigger(api: Api, deployment_name: str, raw_params: dict[str, str], key: str | None, tags: list[str],
-            timeout_s: float, poll_s: float, summary_path: Path | None) -> int:
+            timeout_s: float, poll_s: float, summary_path: Path | None, verdict_path: Path | None = None,
+            fail_on_slower: bool = False) -> int:
     with api.client() as http:
         try:
             deployment = find_deployment(http, deployment_name)
@@ -199,17 +211,28 @@ def trigger(api: Api, deployment_name: str, raw_params: dict[str, str], key: str
             raise TriggerError(f"cannot reach the Prefect API at {api.url}: {exc}") from exc
         params = coerce_params(deployment, raw_params)
         run = create_run(http, deployment, params, key, tags)
-        print(f"flow run {run['name']} ({run['id']}): {api.run_link(run['id'])}", flush=True)
+        link = api.run_link(run["id"])
+        print(f"flow run {run['name']} ({run['id']}): {link}", flush=True)
         final = follow(http, run["id"], timeout_s, poll_s)
-        if summary_path is not None:
-            summary = dashboard_summary(http, run["id"])
-            with summary_path.open("a") as handle:
-                handle.write(f"{summary or '_No dashboard was rendered._'}\n\n[Flow run]({api.run_link(run['id'])})"
-                             f": **{final.state}**\n")
-    print(f"flow run {run['name']} ended {final.state}")
+        artifacts = run_artifacts(http, run["id"]) if final.state != "TIMEOUT" else {}
+    verdict = artifacts.get(VERDICT_ARTIFACT)
+    name = final.name or run["name"]
+    footer = f"[Flow run {name}]({link}): **{final.state}**\n"
+    if summary_path is not None:
+        parts = [dashboard_summary(artifacts) or "_No dashboard was rendered._", verdict, footer]
+        with summary_path.open("a") as handle:
+            handle.write("\n\n".join(part for part in parts if part))
+    if verdict_path is not None:
+        verdict_path.write_text(f"{verdict or '_No verdict: the run published none._'}\n\n{footer}")
+    print(f"flow run {name} ended {final.state}")
     if final.state != "COMPLETED" and final.message:
         print(f"  {final.message}")
-    return 0 if final.state == "COMPLETED" else 1
+    if final.state != "COMPLETED":
+        return 1
+    slower = int(match[1]) if verdict and (match := SLOWER_COUNT.search(verdict)) else 0
+    if slower:
+        print(f"{slower} case(s) slower than the baseline")
+    return SLOWER_EXIT if slower and fail_on_slower else 0
 
 
 EPILOG = """\
@@ -217,12 +240,13 @@ environment:
   PREFECT_API_URL          the Prefect API, e.g. https://prefect.example.com/api (required)
   PREFECT_API_KEY          Prefect Cloud API key
   PREFECT_API_AUTH_STRING  user:password of a self-hosted server with basic auth
-  GITHUB_STEP_SUMMARY      when set, the run's dashboard table, link and state are appended to it
+  GITHUB_STEP_SUMMARY      when set, the run's dashboard table, verdict, link and state are appended to it
 
 exit codes:
   0  the run completed
   1  it failed, crashed, was cancelled or timed out (the state's message is printed)
   2  nothing was started: bad parameter, unknown deployment, authentication, unreachable API
+  3  with --fail-on-slower: it completed, and its verdict has a case slower than its baseline
 """
 
 
@@ -241,6 +265,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds to follow the run (default: 21600)")
     parser.add_argument("--poll", type=float, default=5.0, metavar="SECONDS",
                         help="seconds between state checks (default: 5)")
+    parser.add_argument("--verdict-file", type=Path, metavar="PATH",
+                        help="write the run's verdict against its baseline (markdown, with the run's link) here")
+    parser.add_argument("--fail-on-slower", action="store_true",
+                        help="exit 3 when the run completed but a case is slower than its baseline")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -248,7 +276,8 @@ def run(args: argparse.Namespace) -> int:
     summary = Path(os.environ["GITHUB_STEP_SUMMARY"]) if os.environ.get("GITHUB_STEP_SUMMARY") else None
     try:
         return trigger(Api.from_env(), args.deployment, parse_params(args.param),
-                       args.idempotency_key or default_idempotency_key(), args.tag, args.timeout, args.poll, summary)
+                       args.idempotency_key or default_idempotency_key(), args.tag, args.timeout, args.poll, summary,
+                       args.verdict_file, args.fail_on_slower)
     except TriggerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
