@@ -31,7 +31,8 @@ CONFIRM = 2
 # The first runs of a series (or of a new level) set its level; nothing is compared with fewer.
 MIN_BEFORE = 5
 MIN_STEP = 0.05
-SPREADS = 4.0
+# The MAD is scaled to a standard deviation (1.4826), so this is the usual 3-sigma outlier bound (Hampel's).
+SPREADS = 3.0
 MIN_CONFIDENCE = 0.95
 # A level held by this share of the series' last `MODE_MEMORY` runs is one of its modes, not news.
 MODE_MEMORY = 30
