@@ -25,8 +25,10 @@ import httpx
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 DASHBOARD_ARTIFACT = "diffusion-comparison-dashboard"
-# tasks.compare.ARTIFACT_KEY and the count line that diffbench.compare.markdown ends with, spelled out.
+# tasks.compare.ARTIFACT_KEY and the count line that diffbench.compare.markdown ends with, spelled out
+# (this module needs only httpx).
 VERDICT_ARTIFACT = "diffusion-comparison-verdict"
+PROGRESS_ARTIFACT = "diffusion-comparison-progress"  # tasks.progress.PROGRESS_KEY
 SLOWER_COUNT = re.compile(r"^(\d+) slower, ", re.MULTILINE)
 SLOWER_EXIT = 3
 # diffbench.dashboard.page.TRENDS_HEADING, spelled out: this module needs only httpx.
@@ -170,9 +172,16 @@ class Ending:
     name: str | None = None
 
 
+def progress(http: httpx.Client, flow_run_id: str) -> str | None:
+    """The run's progress artifact, as its description says it (`3 of 8 case(s) finished`)."""
+    body = {"artifacts": {"key": {"any_": [PROGRESS_ARTIFACT]}, "flow_run_id": {"any_": [flow_run_id]}}}
+    found = _checked(_call(http, "POST", "artifacts/filter", json=body), "read progress")
+    return found[0].get("description") if found else None
+
+
 def follow(http: httpx.Client, flow_run_id: str, timeout_s: float, poll_s: float) -> Ending:
-    """Print each state change until the run ends; return how it ended."""
-    deadline, last = time.monotonic() + timeout_s, None
+    """Print each state change and each change of progress until the run ends; return how it ended."""
+    deadline, last, last_progress = time.monotonic() + timeout_s, None, None
     while True:
         run = _checked(_call(http, "GET", f"flow_runs/{flow_run_id}"), "read flow run")
         state = run.get("state") or {}
@@ -180,6 +189,9 @@ def follow(http: httpx.Client, flow_run_id: str, timeout_s: float, poll_s: float
         if kind != last:
             print(f"{time.strftime('%H:%M:%S')} {run['name']}: {state.get('name', kind)}", flush=True)
             last = kind
+        if (now := progress(http, flow_run_id)) and now != last_progress:
+            print(f"{time.strftime('%H:%M:%S')} {run['name']}: {now}", flush=True)
+            last_progress = now
         if kind in TERMINAL:
             return Ending(kind, state.get("message") or None, run["name"])
         if time.monotonic() > deadline:

@@ -42,6 +42,7 @@ from tasks.download import download_model
 from tasks.environment import prepare_environment
 from tasks.launch import launch_server
 from tasks.perf_dump import collect_perf_dump
+from tasks.progress import RunProgress
 from tasks.record import record_result
 from tasks.retry import RETRIES, is_retryable
 from tasks.stop import stop_server
@@ -150,7 +151,8 @@ def measure_case(pair: Pair, shared: SharedServer, hardware: str,
 
 @task(task_run_name="{group.label}", cache_policy=NO_CACHE)
 def measure_group(group: ServerGroup, run_id: str, recorder: Recorder, pool: GpuPool, image_source: str | None,
-                  hardware: str, settings: Settings, estimate_s: float | None = None) -> list[CaseResult]:
+                  hardware: str, settings: Settings, progress: RunProgress,
+                  estimate_s: float | None = None) -> list[CaseResult]:
     """Every case of `group` on one server, each stored as it finishes; the server always stopped.
 
     The engine's environment is got first, outside any case's time budget and before GPUs are taken:
@@ -169,6 +171,7 @@ def measure_group(group: ServerGroup, run_id: str, recorder: Recorder, pool: Gpu
             record_result(recorder, run_id, result)
         except Exception:  # noqa: BLE001 - a storage failure must not cost the other cases
             get_run_logger().exception("%s/%s: could not be stored", result.case_id, result.framework)
+        progress.case_finished(result)
 
     with pool.take(0 if refusal else group.num_gpus, estimate_s, group.label) as gpus:
         suspect = "; ".join(pool.suspects[g] for g in (gpus or (CPU_SLOT,)) if g in pool.suspects) or None
@@ -187,7 +190,7 @@ def measure_group(group: ServerGroup, run_id: str, recorder: Recorder, pool: Gpu
     return list(results.values())
 
 
-@task(cache_policy=NO_CACHE, retry_condition_fn=is_retryable, **RETRIES)
+@task(task_run_name="fetch input image", cache_policy=NO_CACHE, retry_condition_fn=is_retryable, **RETRIES)
 def fetch_input_image(source: str | None, settings: Settings) -> bytes:
     return input_image(source, settings.state_dir / "images")
 
@@ -251,9 +254,11 @@ def measure_pairs(pairs: list[Pair], matrix: CaseMatrix, run_id: str, recorder: 
             pool.suspects = hardware_canary(hardware.gpu_ids or (CPU_SLOT,),
                                             canary_python(estimates[0][0], settings), settings.host_label, run_id,
                                             recorder)
+        progress = RunProgress(len(pairs))
         # No Prefect timeout: on a worker thread it cannot interrupt anything; each case's deadline does.
         futures = [measure_group.submit(group, run_id, recorder, pool, matrix.matrix.test_image_url,
-                                        hardware.gpu_model, settings, estimate) for group, estimate in estimates]
+                                        hardware.gpu_model, settings, progress, estimate)
+                   for group, estimate in estimates]
         try:
             return [result for future in futures for result in future.result()]
         except BaseException:

@@ -32,7 +32,7 @@ from flows.shard import SHARD_DEPLOYMENT
 from tasks.announce import announce
 from tasks.compare import check_baseline, publish_comparison
 from tasks.dashboard import render_dashboard
-from tasks.record import finish_run, mark_stopped, record_result, start_run
+from tasks.record import finish_run, mark_stopped, measured_before, record_result, start_run
 
 
 class CasesFailed(Exception):
@@ -46,7 +46,13 @@ RequestedTrigger = Literal["manual", "api", "schedule"]
 STOPPED = (KeyboardInterrupt, TerminationSignal)
 
 
-@task(task_run_name="shard {index}", cache_policy=NO_CACHE)
+def _shard_name() -> str:
+    """`shard 0: flux_1024/sglang, wan_480p/sglang`: the cases it holds."""
+    parameters = runtime.task_run.parameters
+    return f"shard {parameters['index']}: " + ", ".join(f"{p.case.id}/{p.framework}" for p in parameters["pairs"])
+
+
+@task(task_run_name=_shard_name, cache_policy=NO_CACHE)
 def run_shard(config: str, pairs: list[Pair], run_id: str, index: int, engines: dict[str, str] | None
               ) -> tuple[str, str]:
     """Run one shard as a deployment on the pool; return its flow run id and final state."""
@@ -150,13 +156,17 @@ def diffusion_comparison(
     hardware = detect(settings.gpus)
     with Recorder(settings.database_url.get_secret_value(), settings.spool_dir) as recorder:
         check_baseline(recorder, compare_to)
+        kept = measured_before(recorder)
+        done = {(o.case_id, o.framework) for o in kept}
+        pairs = [p for p in pairs if (p.case.id, p.framework) not in done]
         run = start_run(recorder, matrix, pairs, matrix.not_run(cases or None, frameworks or None), trigger, label,
                         hardware, settings, pull_request)
         try:
             if shards > 1:
                 outcomes = run_shards(config, pairs, shards, run.id, recorder, hardware.gpu_model, engines)
             else:
-                outcomes = [r.outcome for r in measure_pairs(pairs, matrix, run.id, recorder, hardware, settings)]
+                outcomes = kept + [r.outcome for r in measure_pairs(pairs, matrix, run.id, recorder, hardware,
+                                                                    settings)]
         except BaseException as stop:  # Ctrl-C, SIGTERM, cancellation, a bug: the run says so, then Prefect does
             mark_stopped(recorder, run.id, stop)
             raise

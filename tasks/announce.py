@@ -22,7 +22,7 @@ def run_link(run_id: str) -> str:
     return f"{ui}/runs/flow-run/{run_id}"
 
 
-@task(cache_policy=NO_CACHE, retry_condition_fn=is_retryable, **RETRIES)
+@task(task_run_name="announce alerts", cache_policy=NO_CACHE, retry_condition_fn=is_retryable, **RETRIES)
 def announce(recorder: Recorder) -> list[Alert]:
     """Emit `diffbench.regression` / `diffbench.failure-streak` events for alerts never announced before."""
     engine = recorder.engine()

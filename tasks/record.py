@@ -27,7 +27,7 @@ from diffbench.storage.recorder import Recorder
 from diffbench.storage.store import redacted
 
 
-@task(cache_policy=NO_CACHE)
+@task(task_run_name="start run", cache_policy=NO_CACHE)
 def start_run(recorder: Recorder, matrix: CaseMatrix, pairs: list[Pair], without_adapter: list[tuple[str, str]],
               trigger: Trigger, label: str | None, hardware: Hardware, settings: Settings,
               pull_request: int | None = None) -> RunInfo:
@@ -65,6 +65,26 @@ def start_run(recorder: Recorder, matrix: CaseMatrix, pairs: list[Pair], without
     return run
 
 
+def measured_before(recorder: Recorder) -> list[Outcome]:
+    """What an earlier attempt of this flow run measured (a Retry from the UI): kept, never measured again.
+
+    The database is the persistence: each result was stored as it finished, keyed by this flow run.
+    """
+    flow_run_id = runtime.flow_run.id
+    if not flow_run_id or runtime.flow_run.run_count <= 1:
+        return []
+    try:
+        outcomes = store.run_outcomes(recorder.engine(), flow_run_id)
+    except StorageUnavailable:
+        return []  # measured again: a retry never skips what it cannot see
+    kept = [o for o in outcomes if o.status == "ok"]
+    if kept:
+        get_run_logger().info("attempt %d of this run: keeping %d case(s) measured before: %s",
+                              runtime.flow_run.run_count, len(kept),
+                              ", ".join(f"{o.case_id}/{o.framework}" for o in kept))
+    return kept
+
+
 def mark_killed_runs(recorder: Recorder, host: str) -> list[str]:
     """Runs of this host still marked running whose process is gone: marked `crashed`."""
     try:
@@ -98,7 +118,7 @@ def record_result(recorder: Recorder, run_id: str, result: CaseResult) -> bool:
     return stored
 
 
-@task(cache_policy=NO_CACHE)
+@task(task_run_name="finish run", cache_policy=NO_CACHE)
 def finish_run(recorder: Recorder, run_id: str, outcomes: list[Outcome]) -> bool:
     status = "ok" if all(o.status in ("ok", "not_run") for o in outcomes) else "failed"
     versions = {o.framework: o.engine_version for o in outcomes if o.engine_version}

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run
 
 from diffbench.gpus import Released, wait_memory_released
 from diffbench.launcher import Server
 from tasks.retry import RETRIES, is_retryable
 
 
-@task(task_run_name="{server.spec.pair.framework}: stop", cache_policy=NO_CACHE,
+def _name() -> str:
+    """`sglang: stop (flux_1024, flux_768)`: the framework and every case its server held."""
+    spec = task_run.parameters["server"].spec
+    return f"{spec.pair.framework}: stop ({', '.join(p.case.id for p in spec.pairs)})"
+
+
+@task(task_run_name=_name, cache_policy=NO_CACHE,
       retry_condition_fn=is_retryable, **RETRIES)
 def stop_server(server: Server, idle_mb: dict[int, float]) -> Released:
     """`idle_mb`: the server's GPUs' memory readings at the start of the run."""

@@ -72,10 +72,14 @@ def open_database(url: str) -> Engine:
 
 
 def save_run(engine: Engine, run: RunInfo) -> None:
-    """Insert the run, or leave it as it is if it is already there (a retried flow run)."""
+    """Insert the run; one already there (a retried flow run) is running again, its results kept."""
     with reachable(str(engine.url)), Session(engine) as session, session.begin():
-        if session.get(Run, run.id) is None:
+        stored = session.get(Run, run.id)
+        if stored is None:
             session.add(Run(**asdict(run), status="running", engine_versions={}))
+        else:
+            stored.status, stored.finished_at = "running", None
+            stored.owner_pid, stored.owner_started = run.owner_pid, run.owner_started
 
 
 def finish_run(

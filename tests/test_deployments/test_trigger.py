@@ -63,6 +63,8 @@ def test_workflow_runs_adhoc_on_a_worker_once_per_attempt(stack, worker, api, ti
     first = run_as_the_workflow(stack, tmp_path, "1001", **inputs)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "/runs/flow-run/" in first.stdout and ": Running" in first.stdout and ": Completed" in first.stdout
+    # Between the two, the progress of the run, as it goes: a GitHub Actions log is never silent for hours.
+    assert ": 2 of 2 case(s) finished" in first.stdout, first.stdout
     assert stored_runs(results_url, "release-v1") == [
         ("api", "release-v1", "flux_t2i", "ok", None, worker), ("api", "release-v1", "wan_t2v", "ok", None, worker)]
     summary = (tmp_path / "summary.md").read_text()

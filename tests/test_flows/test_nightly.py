@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,8 @@ from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
     ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
     LogFilter,
     LogFilterFlowRunId,
 )
@@ -27,7 +30,8 @@ from sqlalchemy.engine import make_url
 
 from diffbench.storage import store
 from flows.nightly import CasesFailed, diffusion_comparison
-from tasks.dashboard import ARTIFACT_KEY
+from tasks.dashboard import ARTIFACT_KEY, TABLE_KEY
+from tasks.progress import PROGRESS_KEY
 
 from conftest import reference_in_docker
 
@@ -113,9 +117,24 @@ def test_flow_end_to_end(prefect_api, tiny_models, isolated: Path, database_url:
             key=ArtifactFilterKey(any_=[ARTIFACT_KEY]), flow_run_id=ArtifactFilterFlowRunId(
                 any_=[state.state_details.flow_run_id])))
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+        [progress, table] = [client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(
+                any_=[state.state_details.flow_run_id])))[0] for key in (PROGRESS_KEY, TABLE_KEY)]
+        task_names = {t.name for t in client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))}
     assert "| flux_t2i |" in artifact.data and "data:image/png;base64," in artifact.data
     log_text = "\n".join(log.message for log in logs)
     assert "2 request(s): median" in log_text
+    # Between Running and the end: a progress bar, a line per finished case; then a sortable table.
+    assert (progress.type, float(progress.data), progress.description) == ("progress", 100.0,
+                                                                           "3 of 3 case(s) finished")
+    assert "3/3 finished: " in log_text and "flux_t2i/diffusers ok, median " in log_text
+    rows = {row["case_id"]: row for row in json.loads(table.data)}
+    assert table.type == "table" and set(rows) == {"flux_t2i", "flux_edit", "wan_t2v"}
+    assert all(row["status"] == "ok" and row["median_s"] > 0 and row["n"] == 2 for row in rows.values())
+    # Every task says what it holds.
+    assert {"start run", "finish run", "dashboard", "diffusers: stop (flux_t2i, flux_edit)",
+            "diffusers: stop (wan_t2v)"} <= task_names
     assert SECRET_TOKEN not in all_text(engine) + index + artifact.data + log_text
     assert make_url(database_url).password is None or make_url(database_url).password not in log_text
     engine.dispose()
