@@ -1,7 +1,8 @@
 """The change detector on sglang's labelled history, against sglang's 5 % rule on the same data.
 
-Prints, for the history folder given (default: the copy in tests/fixtures/sglang/history, the
-training part 2026-03-19 → 2026-06-30):
+Prints, for the history folder given (raw/*.json, labels.csv, flags_5pct_rule.csv; default: the training
+part 2026-03-19 → 2026-06-30, whose result files diffbench ships for its demo and whose labels are in
+tests/fixtures/sglang/history):
 - labelled persistent shifts of 5 % or more found (same case, same direction, within 3 days);
 - flags on noise (changes matching no label), and the 5 % rule's flags on the same data;
 - detection delay, in runs after the change;
@@ -20,19 +21,20 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from diffbench.demo import history_files
 from diffbench.regressions import Change, scan
 from diffbench.results import CaseResult, RunInfo
 from diffbench.sglang_import import import_file
 from diffbench.storage import store
 from diffbench.storage.recorder import Recorder
 
-HISTORY = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "sglang" / "history"
+LABELLED = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "sglang" / "history"
 MATCH_DAYS = 3
 
 
-def history_changes(folder: Path, database: Path) -> list[Change]:
+def history_changes(files: list[Path], database: Path) -> list[Change]:
     engine = store.open_database(f"sqlite:///{database}")
-    for path in sorted((folder / "raw").glob("*.json")):
+    for path in files:
         import_file(engine, path)
     points = store.nightly_points(engine)
     engine.dispose()
@@ -81,12 +83,13 @@ def _sample(latency: float):  # noqa: ANN202 - a client.Sample
 
 
 def main() -> None:
-    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else HISTORY
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else LABELLED
+    files = sorted((folder / "raw").glob("*.json")) if len(sys.argv) > 1 else history_files()
     labels = list(csv.DictReader((folder / "labels.csv").open()))
     persistent = [row for row in labels if abs(float(row["ratio"]) - 1) >= 0.05]
     rule = list(csv.DictReader((folder / "flags_5pct_rule.csv").open()))
     with tempfile.TemporaryDirectory() as tmp:
-        changes = history_changes(folder, Path(tmp) / "history.db")
+        changes = history_changes(files, Path(tmp) / "history.db")
         scan_s, year_changes = year_scan_s(Path(tmp))
     level_changes = [c for c in changes if c.kind != "break"]
     found = [row for row in persistent if any(matches(c, row) for c in level_changes)]

@@ -117,14 +117,23 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from diffbench.dashboard.page import TRENDS_HEADING  # noqa: PLC0415
-    from diffbench.demo import configure  # noqa: PLC0415
+    from diffbench.demo import HISTORY_PAGE, configure, history_files, load_history, write_history_page  # noqa: PLC0415
     from diffbench.settings import Settings  # noqa: PLC0415
+    from diffbench.storage.store import redacted  # noqa: PLC0415
 
-    code = _run_flow(configure(args.workdir), None, None, "demo", None)
-    index = Settings().dashboard_dir / "index.md"
+    config = configure(args.workdir)
+    settings = Settings()
+    database_url = settings.database_url.get_secret_value()
+    loaded = load_history(database_url)
+    code = _run_flow(config, None, None, "demo", None)
+    index = settings.dashboard_dir / "index.md"
     if index.exists():
         print("\n" + index.read_text().split(f"\n{TRENDS_HEADING}")[0])
         print(f"dashboard: {index.resolve()}")
+    history, changes = write_history_page(database_url, settings.dashboard_dir / HISTORY_PAGE)
+    print(f"sglang's published history ({len(history_files())} nights, {loaded} imported now): {changes} level "
+          f"change(s) and breaks found; its dashboard: {history.resolve()}")
+    print(f"results: {redacted(database_url)} · models and server logs: {settings.state_dir.resolve()}")
     return code
 
 

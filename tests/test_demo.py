@@ -9,7 +9,7 @@ from pathlib import Path
 from diffbench.storage import store
 
 
-def test_demo_runs_the_flow_and_renders_the_dashboard(tmp_path: Path) -> None:
+def test_demo_runs_the_flow_and_shows_sglangs_history_beside_it(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "diffbench", "demo", "--workdir", str(tmp_path)],
                             capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -20,7 +20,15 @@ def test_demo_runs_the_flow_and_renders_the_dashboard(tmp_path: Path) -> None:
         assert row.count(" s [") == 2 and row.rstrip(" |").endswith("×")
         assert (tmp_path / "dashboard" / f"{case_id}.png").exists()
     assert f"dashboard: {tmp_path / 'dashboard' / 'index.md'}" in out
+    # sglang's published history beside the demo's run: trends, breaks and detected changes on a page of its own.
+    history = tmp_path / "dashboard" / "sglang-history" / "index.md"
+    assert f"its dashboard: {history}" in out and "(103 nights, 103 imported now)" in out
+    page = history.read_text()
+    assert "| 2026-06-2" in page.split("## Changes", 1)[1].split("##", 1)[0], "changes of its last nights"
+    assert "flux1_dev_t2i_1024" in page and (history.parent / "flux1_dev_t2i_1024.png").exists()
+    assert f"results: sqlite:///{tmp_path / 'diffbench.db'}" in out
     engine = store.open_database(f"sqlite:///{tmp_path / 'diffbench.db'}")
-    assert store.counts(engine) == {"runs": 1, "results": 4, "samples": 12, "stage_timings": 36}
+    counts = store.counts(engine)
     engine.dispose()
+    assert counts["runs"] > 100 and counts["results"] > 4  # a few published files repeat a run
     assert not list(tmp_path.rglob("server.pid")), "every server was stopped"

@@ -13,6 +13,7 @@ import pytest
 
 from diffbench.alerts import failure_streaks, regression_alerts
 from diffbench.cli import main
+from diffbench.demo import history_files
 from diffbench.regressions import Point, detect
 
 from conftest import FIXTURES
@@ -77,7 +78,7 @@ def labels() -> list[dict[str, str]]:
 def test_sglang_history_its_shifts_found_and_few_flags_on_noise(tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path / 'history.db'}"
-    assert main(["import-sglang", *map(str, sorted((HISTORY / "raw").glob("*.json"))), "--database-url", url]) == 0
+    assert main(["import-sglang", *map(str, history_files()), "--database-url", url]) == 0
     capsys.readouterr()
     assert main(["regressions", "--json", "--database-url", url]) == 0
     changes = json.loads(capsys.readouterr().out)
