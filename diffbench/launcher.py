@@ -80,6 +80,8 @@ class Server:
         self.log_path = workdir / "server.log"
         # The engine build this server runs; a container's is its image digest instead.
         self.engine_version: str | None = None
+        # `EngineEnvironment.packages_sha256` of a process server; a container's image digest says it instead.
+        self.engine_packages: str | None = None
         self.http = client.connect(spec.base_url)
         self.ready_s: float | None = None
         # Each case's fastest client latency so far: when to start polling its next video finely.
@@ -117,6 +119,7 @@ class Server:
             return cls(engine, spec, ContainerHandle.start(launcher, kwargs, log_path), workdir, argv, offset)
         server = cls(engine, spec, ProcessHandle.start(argv, env, log_path, labels), workdir, argv, offset)
         server.engine_version = environment.version(engine.package, argv[0])
+        server.engine_packages = environment.packages_sha256(argv[0])
         return server
 
     def __enter__(self) -> Server:

@@ -174,6 +174,7 @@ class CaseRecord:
             hardware=self.hardware, model=pair.model, num_gpus=pair.num_gpus, task=pair.case.task,
             started_at=self.started_at, finished_at=datetime.now(UTC), host=self.host,
             engine_version=server.engine_version if server else None, engine_build=pair.engine_build,
+            engine_packages=server.engine_packages if server else None,
             model_revision=self.download.revision if self.download else pair.case.revision,
             image_digest=server.handle.image_digest if server else None,
             serve_argv=server.argv if server else [], gpu_ids=list(server.spec.gpus) if server else [],

@@ -87,6 +87,8 @@ class CaseResult:
     engine_version: str | None = None
     # `Pair.engine_build`: the pip spec, Python environment or image the engine came from.
     engine_build: str | None = None
+    # A hash of the engine environment's frozen package list (`EngineEnvironment.packages_sha256`).
+    engine_packages: str | None = None
     model_revision: str | None = None
     image_digest: str | None = None
     serve_argv: list[str] = field(default_factory=list)

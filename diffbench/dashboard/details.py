@@ -72,6 +72,9 @@ def _notes(row: pd.Series) -> str:
                      + (f" ({_text(reasons)})" if reasons else ""))
     if present(row["suspect"]):
         notes.append(f"⚠ suspect: {_text(row['suspect'])}")
+    if present(row.get("packages_before")):
+        notes.append(f"engine environment changed since the last result: packages {row['packages_before']} → "
+                     f"{row['engine_packages']}")
     return "; ".join(notes) or "—"
 
 

@@ -34,6 +34,18 @@ def comparable_history(frame: pd.DataFrame, row: pd.Series) -> list[float]:
     return earlier["median_s"].tail(HISTORY_NIGHTS).tolist()
 
 
+def packages_before(frame: pd.DataFrame, run: pd.DataFrame) -> list[str | None]:
+    """Per row of `run`, its series' engine package hash before it, where the engine's environment changed since."""
+    known = frame[frame["engine_packages"].notna()].sort_values("started_at")
+    changed: list[str | None] = []
+    for _, row in run.iterrows():
+        earlier = known[(known["series_key"] == row["series_key"]) & (known["started_at"] < row["started_at"])]
+        before = earlier["engine_packages"].iloc[-1] if not earlier.empty else None
+        changed.append(before if before is not None and pd.notna(row["engine_packages"])
+                       and before != row["engine_packages"] else None)
+    return changed
+
+
 def change(frame: pd.DataFrame, row: pd.Series) -> float | None:
     """Relative change against the median of comparable history."""
     return relative_change(row["median_s"], comparable_history(frame, row))

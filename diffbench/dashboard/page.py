@@ -11,7 +11,7 @@ import pandas as pd
 
 from diffbench.dashboard.charts import COLD_START, cold_start_figure, png, styles_for, throughput_figure, trend_png
 from diffbench.dashboard.details import across_engines, details, present, throughput_table, throughputs
-from diffbench.dashboard.history import HISTORY_NIGHTS, baseline_of, change, pick_run
+from diffbench.dashboard.history import HISTORY_NIGHTS, baseline_of, change, packages_before, pick_run
 from diffbench.regressions import Change
 from diffbench.results import UNFINISHED
 
@@ -146,6 +146,7 @@ def build(frame: pd.DataFrame, run_id: str | None = None, changes: Sequence[Chan
     # Pull requests' runs stay out of every history; a pull request's own page shows it against the rest.
     frame = frame[(frame["trigger"] != "pr") | (frame["run_id"] == run_id)]
     run = frame[frame["run_id"] == run_id]
+    run = run.assign(packages_before=packages_before(frame, run))
     baseline = baseline_of(run)
     frameworks = [baseline] + [fw for fw in dict.fromkeys(run["framework"]) if fw != baseline]
     lines = _header(run) + _changes(run, changes)

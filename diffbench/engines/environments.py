@@ -27,6 +27,12 @@ COMPLETE_MARKER = ".diffbench-environment.json"
 # engine from source starts about twice as slowly (sglang on CPU: 35 s against 60-99 s).
 INSTALL_FLAGS = ("--compile-bytecode",)
 FILE_OPTIONS = ("-r", "--requirement", "-c", "--constraint")
+# Its frozen package list (`name==version`, sorted), hashed: a worker whose stack moved says so.
+PACKAGES_SCRIPT = (
+    "import hashlib, importlib.metadata as m\n"
+    "listed = sorted({f\"{d.metadata['Name'].lower()}=={d.version}\" for d in m.distributions()})\n"
+    "print(hashlib.sha256('\\n'.join(listed).encode()).hexdigest()[:16])"
+)
 VERSION_TIMEOUT_S = 60
 INSTALL_LOG_TAIL = 3000
 # The version, and the commit when the package was installed from a VCS checkout (PEP 610's direct_url.json).
@@ -67,13 +73,19 @@ class EngineEnvironment:
 
     def version(self, package: str | None, program: str) -> str | None:
         """`package`'s version in the Python that runs `program` here; None if it is not installed."""
-        if package is None:
-            return None
+        return self._ask(program, VERSION_SCRIPT, package) if package is not None else None
+
+    def packages_sha256(self, program: str) -> str | None:
+        """A hash of every package and version in the Python that runs `program`: it changes when anything does."""
+        return self._ask(program, PACKAGES_SCRIPT)
+
+    def _ask(self, program: str, script: str, *args: str) -> str | None:
+        """What `script` prints, run by the Python that runs `program` here; None when it cannot say."""
         python = self.python or interpreter_of(program)
         if python is None:
             return None
         try:
-            done = subprocess.run([str(python), "-c", VERSION_SCRIPT, package], capture_output=True, text=True,
+            done = subprocess.run([str(python), "-c", script, *args], capture_output=True, text=True,
                                   timeout=VERSION_TIMEOUT_S, check=False)
         except (OSError, subprocess.TimeoutExpired):
             return None

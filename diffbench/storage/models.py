@@ -115,6 +115,7 @@ class Result(Base):
     image_digest: Mapped[str | None] = mapped_column(String(200))
     engine_version: Mapped[str | None] = mapped_column(String(200))
     engine_build: Mapped[str | None] = mapped_column(Text)
+    engine_packages: Mapped[str | None] = mapped_column(String(16))
     config_hash: Mapped[str] = mapped_column(String(16))
     series_key: Mapped[str] = mapped_column(String(16), index=True)
     methodology: Mapped[str] = mapped_column(String(64))

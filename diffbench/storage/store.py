@@ -124,7 +124,8 @@ def _result_row(run_id: str, result: CaseResult) -> Result:
         error_message=(result.error_message or "")[-ERROR_MESSAGE_LIMIT:] or None,
         log_tail=(result.log_tail or "")[-LOG_TAIL_LIMIT:] or None,
         task=result.task, model=result.model, model_revision=result.model_revision, image_digest=result.image_digest,
-        engine_version=result.engine_version, engine_build=result.engine_build, config_hash=result.config_hash,
+        engine_version=result.engine_version, engine_build=result.engine_build,
+        engine_packages=result.engine_packages, config_hash=result.config_hash,
         series_key=result.series_key,
         methodology=result.methodology, hardware=result.hardware, host=result.host, num_gpus=result.num_gpus,
         gpu_ids=result.gpu_ids, serve_argv=result.serve_argv, request=result.request, download_s=result.download_s,
@@ -195,7 +196,7 @@ RESULT_COLUMNS = [
     select(SampleRow.thumbnail).where(SampleRow.result_id == Result.id, SampleRow.index == 0)
     .scalar_subquery().label("thumbnail"),
     Result.config_hash, Result.series_key, Result.methodology, Result.num_gpus, Result.engine_version,
-    Result.engine_build,
+    Result.engine_build, Result.engine_packages,
     Result.model, Result.task, Result.host,
 ]
 

@@ -216,3 +216,13 @@ def test_a_suspect_result_is_left_out_of_the_history(history) -> None:
     frame = store.results_frame(history)
     last = frame[(frame["run_id"] == "run6") & (frame["framework"] == "sglang")].iloc[0]
     assert comparable_history(frame, last) == [1.0] * 5
+
+
+def test_a_changed_engine_environment_is_noted_once(database) -> None:
+    """The same engine version on a worker whose other packages moved: the page says so on the first night."""
+    for day, packages in enumerate(("aaaa", "aaaa", "bbbb", "bbbb")):
+        night(database, day, [make_result("flux", "sglang", engine_packages=packages, engine_version="0.5.23")])
+    frame = store.results_frame(database)
+    runs = frame.sort_values("started_at")["run_id"].unique()
+    notes = [details_row(dashboard.build(frame, run_id).markdown, "flux", "sglang")[-1] for run_id in runs]
+    assert notes == ["—", "—", "engine environment changed since the last result: packages aaaa → bbbb", "—"]

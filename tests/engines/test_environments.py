@@ -36,17 +36,20 @@ def test_the_version_is_read_from_the_engines_own_python(tmp_path: Path) -> None
     assert EngineEnvironment(Path(sys.executable)).version("pytest", "pytest") == pytest.__version__
 
 
-def test_a_build_installed_from_a_git_checkout_carries_its_commit(tmp_path: Path) -> None:
+def test_a_build_from_a_git_checkout_carries_its_commit_and_the_environment_its_hash(tmp_path: Path) -> None:
     """pip and uv write PEP 610's direct_url.json for a VCS install; its commit is what a PR build is."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
     [site] = (tmp_path / "venv" / "lib").glob("python*/site-packages")
+    bare = EngineEnvironment(tmp_path / "venv" / "bin" / "python").packages_sha256("sglang")
     info = site / "sglang-0.5.24.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sglang\nVersion: 0.5.24\n")
     (info / "direct_url.json").write_text(json.dumps(
         {"url": "https://github.com/sgl-project/sglang", "vcs_info": {"vcs": "git", "commit_id": "0123456789abcdef"}}))
-    assert EngineEnvironment(tmp_path / "venv" / "bin" / "python").version("sglang", "sglang") == \
-        "0.5.24 (commit 0123456789ab)"
+    environment = EngineEnvironment(tmp_path / "venv" / "bin" / "python")
+    assert environment.version("sglang", "sglang") == "0.5.24 (commit 0123456789ab)"
+    # Any package added, removed or moved changes the environment's hash: results say when a worker's stack moved.
+    assert bare and len(bare) == 16 and environment.packages_sha256("sglang") not in (None, bare)
 
 
 def test_a_console_scripts_interpreter_comes_from_its_first_line(tmp_path: Path) -> None:

@@ -31,11 +31,13 @@ def test_adhoc_is_unscheduled_with_an_editable_typed_schema(api: httpx.Client) -
     assert adhoc["schedules"] == [] and adhoc["work_pool_name"] == "gpu"
     assert adhoc["parameters"]["trigger"] == "manual" and adhoc["enforce_parameter_schema"] is True
     schema = adhoc["parameter_openapi_schema"]
-    assert set(schema["properties"]) == {"config", "cases", "frameworks", "label", "trigger", "database_url", "shards"}
+    assert set(schema["properties"]) == {"config", "cases", "frameworks", "label", "trigger", "database_url", "shards",
+                                         "compare_to", "engines", "pull_request"}
+    assert all(schema["properties"][name].get("description") for name in ("compare_to", "engines", "pull_request"))
     assert schema["required"] == ["config"]
     trigger = schema["definitions"]["Trigger"] if "Trigger" in schema.get("definitions", {}) else schema["properties"][
         "trigger"]
-    assert trigger.get("enum") == ["schedule", "manual", "api"]
+    assert trigger.get("enum") == ["manual", "api", "schedule"]
     assert schema["properties"]["shards"]["minimum"] == 1
 
 
@@ -61,7 +63,7 @@ def test_a_quick_run_of_adhoc_is_the_demo(api: httpx.Client) -> None:
 
 def test_shard_deployment_exists(api: httpx.Client) -> None:
     shard = deployment(api, "diffusion-shard/shard")
-    assert set(shard["parameter_openapi_schema"]["properties"]) == {"config", "pairs", "run_id"}
+    assert set(shard["parameter_openapi_schema"]["properties"]) == {"config", "pairs", "run_id", "engines"}
 
 
 def test_secrets_are_not_in_the_deployment_file() -> None:

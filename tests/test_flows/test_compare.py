@@ -78,7 +78,10 @@ def test_a_rerun_is_no_change_and_a_slower_build_is_slower(
     with engine.connect() as connection:
         run = connection.execute(select(Run).where(Run.id == slow)).one()
         builds = set(connection.scalars(select(Result.engine_build).where(Result.run_id == slow)))
+        packages = set(connection.scalars(select(Result.engine_packages)))
     assert (run.trigger, run.pull_request) == ("pr", 7) and builds == {f"python: {sys.executable}"}
+    [environment] = packages  # one Python for all three runs: one frozen package list
+    assert environment and len(environment) == 16
     assert store.latest_nightlies(engine, slow) == {} and not store.nightly_points(engine)
     engine.dispose()
     with get_client(sync_client=True) as prefect:

@@ -1,4 +1,4 @@
-"""The engine build each result came from, and the pull request a run was made for.
+"""The engine build each result came from (and its environment's package hash), and a run's pull request.
 
 Revision ID: 0008
 Revises: 0007
@@ -19,6 +19,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table('results') as batch:
         batch.add_column(sa.Column('engine_build', sa.Text(), nullable=True))
+        batch.add_column(sa.Column('engine_packages', sa.String(16), nullable=True))
     with op.batch_alter_table('runs') as batch:
         batch.add_column(sa.Column('pull_request', sa.Integer(), nullable=True))
 
@@ -27,4 +28,5 @@ def downgrade() -> None:
     with op.batch_alter_table('runs') as batch:
         batch.drop_column('pull_request')
     with op.batch_alter_table('results') as batch:
+        batch.drop_column('engine_packages')
         batch.drop_column('engine_build')
