@@ -1,15 +1,20 @@
 """A Prefect server and process workers on this machine, without Docker: for trying things out.
 
 Everything runs as child processes in their own sessions, so `stop()` ends all of them. The
-same stack serves `diffbench infra up` and the deployment tests.
+same stack serves `diffbench infra up|down|status` and the deployment tests. `up` leaves the
+processes running and records them (pid and start time) in `stack.json` under its home, which
+`down` and `status` read: a pid reused by another program is never taken for ours.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +24,14 @@ import yaml
 
 from diffbench.errors import DiffbenchError
 from diffbench.prefect_api import prefect_cli, unhealthy
+from diffbench.processes import same_process, started_at
 
 POOL = "gpu"
 HEALTH_TIMEOUT_S = 90.0
 PROJECT = Path(__file__).resolve().parent.parent
 AUTOMATION = PROJECT / "infra" / "automations" / "crash-silent-runs.yaml"
+STATE_FILE = "stack.json"
+STOP_WAIT_S = 20.0
 
 
 class InfraError(DiffbenchError):
@@ -121,11 +129,14 @@ class LocalStack:
         self.run_cli("work-pool", "create", name, "--type", "process", "--overwrite", "--base-job-template",
                      str(PROJECT / "infra" / "pools" / "gpu-process.json"))
 
-    def create_automation(self) -> None:
-        """The automation that marks flow runs Crashed when their heartbeats stop, unless it is there already."""
+    def create_automation(self) -> bool:
+        """The automation that marks flow runs Crashed when their heartbeats stop, unless it is there already;
+        whether it was created now."""
         name = yaml.safe_load(AUTOMATION.read_text())["name"]
-        if name not in self.automations():
-            self.run_cli("automation", "create", "--from-file", str(AUTOMATION))
+        if name in self.automations():
+            return False
+        self.run_cli("automation", "create", "--from-file", str(AUTOMATION))
+        return True
 
     def automations(self) -> list[str]:
         """The names of the automations on the server, one per automation."""
@@ -145,6 +156,11 @@ class LocalStack:
         argv += [arg for queue in queues for arg in ("--work-queue", queue)]
         argv += ["--limit", str(limit)] if limit else []
         return self._spawn(f"worker-{name}", argv, self.environment() | (env or {}))
+
+    def record(self) -> None:
+        """Write `stack.json`: the port and each running process's pid and start time, for `down` and `status`."""
+        processes = {name: [process.pid, started_at(process.pid)] for name, process in self.processes.items()}
+        (self.home / STATE_FILE).write_text(json.dumps({"port": self.port, "processes": processes}, indent=1))
 
     def stop(self, name: str | None = None) -> None:
         """Stop one process (and its children) by name, or all of them, workers first."""
@@ -166,3 +182,46 @@ class LocalStack:
             child.kill()
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A stack `infra up` left running, as its `stack.json` says."""
+
+    home: Path
+    port: int
+    processes: dict[str, tuple[int, float | None]]
+
+    @classmethod
+    def load(cls, home: Path) -> Recorded | None:
+        try:
+            state = json.loads((home / STATE_FILE).read_text())
+        except FileNotFoundError:
+            return None
+        return cls(home, state["port"], {name: (pid, started) for name, (pid, started) in state["processes"].items()})
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def alive(self) -> dict[str, bool]:
+        """Each recorded process: still the one `up` started?"""
+        return {name: same_process(pid, started) for name, (pid, started) in self.processes.items()}
+
+    def stop(self, report: Callable[[str], None]) -> None:
+        """Stop every recorded process that is still ours, workers first, and forget the stack."""
+        for name in sorted(self.processes, key=lambda n: n == "server"):
+            pid, started = self.processes[name]
+            if not same_process(pid, started):
+                report(f"{name} (pid {pid}): already gone")
+                continue
+            began = time.monotonic()
+            os.killpg(pid, signal.SIGTERM)
+            try:
+                psutil.Process(pid).wait(STOP_WAIT_S)
+            except psutil.TimeoutExpired:
+                os.killpg(pid, signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+            report(f"{name} (pid {pid}): stopped in {time.monotonic() - began:.1f} s")
+        (self.home / STATE_FILE).unlink(missing_ok=True)

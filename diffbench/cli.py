@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from types import FrameType
@@ -233,25 +235,73 @@ def _import_sglang(args: argparse.Namespace) -> int:
 
 
 def _infra_up(args: argparse.Namespace) -> int:
-    from deployments.infra import LocalStack  # noqa: PLC0415
+    from deployments.infra import InfraError, LocalStack, Recorded  # noqa: PLC0415
+
+    if recorded := Recorded.load(args.home):
+        alive = recorded.alive()
+        if all(alive.values()):
+            print(f"already up: Prefect UI http://127.0.0.1:{recorded.port} ({', '.join(alive)}); nothing started")
+            return 0
+        if any(alive.values()):
+            gone = ", ".join(name for name, up in alive.items() if not up)
+            raise InfraError(f"the stack in {args.home} is half up ({gone} gone): `diffbench infra down --home "
+                             f"{args.home}` first")
+        recorded.stop(lambda line: None)  # a stack whose processes all ended: only its record is left
 
     stack = LocalStack(args.home, port=args.port)
+
+    def step(what: str, action: Callable[[], object]) -> object:
+        print(f"{what} …", end=" ", flush=True)
+        began = time.monotonic()
+        outcome = action()
+        print(f"done in {time.monotonic() - began:.1f} s", flush=True)
+        return outcome
+
     try:
-        stack.start_server()
-        stack.create_pool()
-        stack.create_automation()
-        stack.deploy()
-        stack.start_worker(args.worker)
-        print(f"Prefect UI: http://127.0.0.1:{args.port}  (logs in {args.home})")
-        print(f"export PREFECT_API_URL={stack.api_url}")
-        print("deployments: diffusion-comparison/nightly, diffusion-comparison/adhoc, diffusion-shard/shard")
-        print(f"worker {args.worker!r} polls the 'gpu' pool; Ctrl-C stops everything", flush=True)
-        stop_signals = {signal.SIGINT, signal.SIGTERM}
-        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # delivered to sigwait, not as KeyboardInterrupt
-        signal.sigwait(stop_signals)
-    finally:
-        stack.stop()
+        step(f"Prefect server on 127.0.0.1:{args.port}", stack.start_server)
+        step("work pool 'gpu'", stack.create_pool)
+        created = step("automation crash-silent-flow-runs", stack.create_automation)
+        print(f"  {'created' if created else 'already there, left as it is'}")
+        step("deployments nightly, adhoc, shard", stack.deploy)
+        step(f"worker {args.worker!r}", lambda: stack.start_worker(args.worker))
+        stack.record()
+    except BaseException:
+        stack.stop()  # only what this `up` started
+        raise
+    print(f"Prefect UI: http://127.0.0.1:{args.port}  (logs in {args.home})")
+    print(f"export PREFECT_API_URL={stack.api_url}")
+    print("UI runs write to DIFFBENCH_DATABASE_URL of this shell (default: .diffbench/diffbench.db) and the "
+          "dashboard folder DIFFBENCH_DASHBOARD_DIR; `diffbench demo` keeps its own in .diffbench/demo")
+    print(f"stop it: diffbench infra down --home {args.home}", flush=True)
     return 0
+
+
+def _infra_down(args: argparse.Namespace) -> int:
+    from deployments.infra import Recorded  # noqa: PLC0415
+
+    recorded = Recorded.load(args.home)
+    if recorded is None:
+        print(f"no stack recorded in {args.home}: nothing to stop")
+        return 0
+    recorded.stop(print)
+    print("down")
+    return 0
+
+
+def _infra_status(args: argparse.Namespace) -> int:
+    from deployments.infra import Recorded  # noqa: PLC0415
+    from diffbench.prefect_api import healthy  # noqa: PLC0415
+
+    recorded = Recorded.load(args.home)
+    if recorded is None:
+        print(f"down: no stack recorded in {args.home}")
+        return 1
+    alive = recorded.alive()
+    for name, up in alive.items():
+        print(f"{name} (pid {recorded.processes[name][0]}): {'running' if up else 'gone'}")
+    answering = healthy(recorded.api_url)
+    print(f"Prefect API {recorded.api_url}: {'healthy' if answering else 'not answering'}")
+    return 0 if all(alive.values()) and answering else 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -334,11 +384,16 @@ def parser() -> argparse.ArgumentParser:
 
     infra = commands.add_parser("infra", help="a local Prefect server and worker, without Docker")
     infra_commands = infra.add_subparsers(dest="infra_command", required=True)
-    up = infra_commands.add_parser("up", help="server, gpu pool, automation, deployments and one worker")
+    up = infra_commands.add_parser("up", help="server, gpu pool, automation, deployments and one worker, left running")
     up.add_argument("--home", type=Path, default=Path(".diffbench/infra"), help="logs and the server's database")
     up.add_argument("--port", type=int, default=4200, help="the Prefect server's port (default: %(default)s)")
     up.add_argument("--worker", default="local-gpu-1", help="the worker's name")
     up.set_defaults(handler=_infra_up)
+    down = infra_commands.add_parser("down", help="stop what `infra up` started here")
+    status = infra_commands.add_parser("status", help="whether what `infra up` started runs; exit 1 if not")
+    for command, handler in ((down, _infra_down), (status, _infra_status)):
+        command.add_argument("--home", type=Path, default=Path(".diffbench/infra"), help="where `infra up` ran")
+        command.set_defaults(handler=handler)
 
     triggering = commands.add_parser("trigger", help="start a deployment run through the Prefect API and follow it")
     add_trigger_arguments(triggering)

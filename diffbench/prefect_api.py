@@ -61,16 +61,21 @@ def _stop(handle: ProcessHandle, folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def healthy(api_url: str) -> bool:
+    """Whether the Prefect server at `api_url` answers its health check now."""
+    try:
+        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def unhealthy(api_url: str, exit_code: Callable[[], int | None], log: Path, timeout_s: float) -> str | None:
     """Wait until the Prefect server at `api_url` answers; None when it does, else why it never will."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if (code := exit_code()) is not None:
             return f"the Prefect server exited with code {code}; see {log}"
-        try:
-            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                return None
-        except httpx.HTTPError:
-            pass
+        if healthy(api_url):
+            return None
         time.sleep(0.1)
     return f"the Prefect server did not answer within {timeout_s:g} s; see {log}"

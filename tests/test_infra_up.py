@@ -1,9 +1,7 @@
-"""`diffbench infra up`: a local server, pool, automation, deployments and worker, until stopped."""
+"""`diffbench infra up|down|status`: a local server, pool, automation, deployments and worker, left running."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,8 +12,9 @@ import httpx
 import psutil
 import pytest
 
-from deployments.infra import InfraError, LocalStack
+from deployments.infra import InfraError, LocalStack, Recorded
 from diffbench.launcher import free_port
+from diffbench.processes import same_process
 
 
 @pytest.fixture(scope="module")
@@ -48,32 +47,45 @@ def test_the_crash_automation_is_created_once(running: LocalStack) -> None:
     assert [a["name"] for a in automations] == ["crash-silent-flow-runs"]
 
 
-def test_infra_up_brings_up_the_stack_and_stops_it_all(tmp_path: Path) -> None:
+def infra(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "diffbench", "infra", *args], capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def test_infra_up_twice_status_and_down(tmp_path: Path) -> None:
     port = free_port()
-    up = subprocess.Popen([sys.executable, "-m", "diffbench", "infra", "up", "--home", str(tmp_path), "--port",
-                           str(port), "--worker", "try-it"], stdout=subprocess.PIPE, text=True,
-                          start_new_session=True)
     api = f"http://127.0.0.1:{port}/api"
     try:
-        deadline, ready = time.monotonic() + 180, False
-        while not ready and time.monotonic() < deadline and up.poll() is None:
+        up = infra("up", "--home", str(tmp_path), "--port", str(port), "--worker", "try-it")
+        assert up.returncode == 0, up.stdout + up.stderr
+        # Progress while it comes up, and where everything is.
+        for line in (f"Prefect server on 127.0.0.1:{port} … done in ", "work pool 'gpu' … done in ",
+                     "  created", "deployments nightly, adhoc, shard … done in ", "worker 'try-it' … done in ",
+                     f"export PREFECT_API_URL={api}", f"stop it: diffbench infra down --home {tmp_path}"):
+            assert line in up.stdout, up.stdout
+        recorded = Recorded.load(tmp_path)
+        assert recorded is not None and all(recorded.alive().values()) and set(recorded.processes) == {
+            "server", "worker-try-it"}
+        deadline = time.monotonic() + 120
+        while not any(w["name"] == "try-it" for w in httpx.post(f"{api}/work_pools/gpu/workers/filter", json={},
+                                                                 timeout=5).json()):
+            assert time.monotonic() < deadline, (tmp_path / "worker-try-it.log").read_text()[-2000:]
             time.sleep(1)
-            try:
-                workers = httpx.post(f"{api}/work_pools/gpu/workers/filter", json={}, timeout=5).json()
-                ready = any(w["name"] == "try-it" for w in workers)
-            except (httpx.HTTPError, ValueError, TypeError):
-                pass
-        assert ready, (tmp_path / "server.log").read_text()[-2000:]
-        names = {d["name"] for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=5).json()}
-        assert names == {"nightly", "adhoc", "shard"}
+        assert {d["name"] for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=5).json()} == {
+            "nightly", "adhoc", "shard"}
+
+        status = infra("status", "--home", str(tmp_path))
+        assert status.returncode == 0 and "server (pid" in status.stdout and f"{api}: healthy" in status.stdout
+
+        again = infra("up", "--home", str(tmp_path), "--port", str(port))
+        assert again.returncode == 0 and again.stdout.startswith(f"already up: Prefect UI http://127.0.0.1:{port}")
+        assert Recorded.load(tmp_path) == recorded, "a second up starts nothing and claims nothing"
         assert [a["name"] for a in httpx.post(f"{api}/automations/filter", json={}, timeout=5).json()] == [
             "crash-silent-flow-runs"]
-        children = psutil.Process(up.pid).children(recursive=True)
-        os.kill(up.pid, signal.SIGINT)  # Ctrl-C
-        out, _ = up.communicate(timeout=60)
     finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait()
-    assert up.returncode == 0 and f"export PREFECT_API_URL={api}" in out
-    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        down = infra("down", "--home", str(tmp_path))
+    assert down.returncode == 0 and "worker-try-it (pid" in down.stdout and "server (pid" in down.stdout
+    assert not any(psutil.pid_exists(pid) and same_process(pid, started)
+                   for pid, started in recorded.processes.values())
+    assert infra("status", "--home", str(tmp_path)).returncode == 1
+    assert infra("down", "--home", str(tmp_path)).stdout.startswith("no stack recorded")
