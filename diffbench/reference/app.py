@@ -179,8 +179,9 @@ def create_app(runner: PipelineRunner, served_name: str) -> FastAPI:
             job.update(status="completed", completed_at=time.time(),
                        inference_time_s=result.inference_time_s, peak_memory_mb=result.peak_memory_mb)
 
+        created = dict(job)  # as it was made: the worker may start it before the answer is written
         executor.submit(work)
-        return dict(job)
+        return created
 
     def find(video_id: str) -> dict[str, Any]:
         if video_id not in videos:

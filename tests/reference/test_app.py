@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
 
 from diffbench import media
-from diffbench.client import POLL_FINE_S, measure, with_perf_dump
+from diffbench.client import POLL_FINE_S, Http, connect, measure, with_perf_dump
 from diffbench.engines.reference import ReferenceEngine
 from diffbench.errors import RequestFailed
 from diffbench.reference.app import create_app
@@ -21,30 +22,41 @@ from conftest import make_pair, serve_in_thread
 ENGINE = ReferenceEngine()
 
 
-@pytest.fixture(scope="module")
-def flux(tiny_models: dict[str, Path]) -> Iterator[tuple[httpx.Client, str]]:
-    model = str(tiny_models["flux"])
+class Served(NamedTuple):
+    http: httpx.Client  # requests the adapter never sends: malformed ones, the job API by hand
+    pool: Http  # diffbench's own client, as the flow measures
+    model: str
+
+
+def served(model: str) -> Iterator[Served]:
     with serve_in_thread(create_app(PipelineRunner(model, "cpu"), model)) as url, httpx.Client(base_url=url) as http:
-        yield http, model
+        pool = connect(url)
+        try:
+            yield Served(http, pool, model)
+        finally:
+            pool.close()
 
 
 @pytest.fixture(scope="module")
-def wan(tiny_models: dict[str, Path]) -> Iterator[tuple[httpx.Client, str]]:
-    model = str(tiny_models["wan"])
-    with serve_in_thread(create_app(PipelineRunner(model, "cpu"), model)) as url, httpx.Client(base_url=url) as http:
-        yield http, model
+def flux(tiny_models: dict[str, Path]) -> Iterator[Served]:
+    yield from served(str(tiny_models["flux"]))
 
 
-def test_health_and_models(flux: tuple[httpx.Client, str]) -> None:
-    http, model = flux
+@pytest.fixture(scope="module")
+def wan(tiny_models: dict[str, Path]) -> Iterator[Served]:
+    yield from served(str(tiny_models["wan"]))
+
+
+def test_health_and_models(flux: Served) -> None:
+    http, _, model = flux
     assert http.get("/health").json() == {"status": "ok"}
     assert [m["id"] for m in http.get("/v1/models").json()["data"]] == [model]
 
 
-def test_text_to_image_sample_and_perf_dump(flux: tuple[httpx.Client, str], tmp_path: Path) -> None:
-    http, model = flux
+def test_text_to_image_sample_and_perf_dump(flux: Served, tmp_path: Path) -> None:
+    _, pool, model = flux
     pair = make_pair("diffusers", model=model, width=64, height=48, num_inference_steps=4, seed=1)
-    sample = with_perf_dump(ENGINE, measure(http, ENGINE, pair, pair.model, None, tmp_path))
+    sample = with_perf_dump(ENGINE, measure(pool, ENGINE, pair, pair.model, None, tmp_path))
     assert (sample.width, sample.height, sample.num_frames) == (64, 48, 1)
     assert sample.server_latency_source == "perf_dump" and not sample.perf_dump_missing
     assert len(sample.denoise_step_ms) == 4
@@ -60,27 +72,27 @@ def test_text_to_image_sample_and_perf_dump(flux: tuple[httpx.Client, str], tmp_
         assert set(checkpoint) == {"allocated_mb", "reserved_mb", "peak_allocated_mb", "peak_reserved_mb"}
 
 
-def test_same_seed_same_image(flux: tuple[httpx.Client, str], tmp_path: Path) -> None:
-    http, model = flux
+def test_same_seed_same_image(flux: Served, tmp_path: Path) -> None:
+    _, pool, model = flux
     pair = make_pair("diffusers", model=model, width=32, height=32, num_inference_steps=2, seed=5)
     other = make_pair("diffusers", model=model, width=32, height=32, num_inference_steps=2, seed=6)
-    first, second = (measure(http, ENGINE, pair, model, None, tmp_path) for _ in range(2))
+    first, second = (measure(pool, ENGINE, pair, model, None, tmp_path) for _ in range(2))
     assert first.output_sha256 == second.output_sha256
-    assert measure(http, ENGINE, other, model, None, tmp_path).output_sha256 != first.output_sha256
+    assert measure(pool, ENGINE, other, model, None, tmp_path).output_sha256 != first.output_sha256
 
 
-def test_response_carries_time_and_memory(flux: tuple[httpx.Client, str]) -> None:
-    http, model = flux
+def test_response_carries_time_and_memory(flux: Served) -> None:
+    http, _, model = flux
     body = http.post("/v1/images/generations", json={"prompt": "x", "model": model, "size": "32x32",
                                                      "num_inference_steps": 2}).json()
     assert body["inference_time_s"] > 0 and body["peak_memory_mb"] > 0
     assert body["data"][0]["b64_json"]
 
 
-def test_image_edit(flux: tuple[httpx.Client, str], tmp_path: Path) -> None:
-    http, model = flux
+def test_image_edit(flux: Served, tmp_path: Path) -> None:
+    _, pool, model = flux
     pair = make_pair("diffusers", model=model, task="image-edit", width=64, height=64, num_inference_steps=5)
-    sample = with_perf_dump(ENGINE, measure(http, ENGINE, pair, pair.model, media.generated_image(), tmp_path))
+    sample = with_perf_dump(ENGINE, measure(pool, ENGINE, pair, pair.model, media.generated_image(), tmp_path))
     assert (sample.width, sample.height) == (64, 64)
     assert len(sample.denoise_step_ms) == 4  # img2img runs strength (0.8) x 5 steps
 
@@ -100,36 +112,36 @@ def test_image_edit(flux: tuple[httpx.Client, str], tmp_path: Path) -> None:
     ],
     ids=["unknown-model", "bad-multiple", "bad-size", "no-prompt", "bad-json", "edit-without-image", "wrong-endpoint"],
 )
-def test_bad_requests_get_4xx_with_a_message(flux: tuple[httpx.Client, str], path: str, kwargs: dict, status: int,
+def test_bad_requests_get_4xx_with_a_message(flux: Served, path: str, kwargs: dict, status: int,
                                               message: str) -> None:
-    http, _ = flux
+    http, _, _ = flux
     response = http.post(path, **kwargs)
     assert response.status_code == status
     assert message in response.json()["error"]["message"]
 
 
-def test_pipeline_exception_is_500_and_the_server_keeps_serving(flux: tuple[httpx.Client, str], tmp_path: Path) -> None:
-    http, model = flux
+def test_pipeline_exception_is_500_and_the_server_keeps_serving(flux: Served, tmp_path: Path) -> None:
+    http, pool, model = flux
     # FLUX refuses more than 512 T5 tokens inside the pipeline call itself.
     response = http.post("/v1/images/generations", json={"prompt": "x", "size": "32x32", "max_sequence_length": 1024})
     assert response.status_code == 500
     assert "ValueError" in response.json()["error"]["message"]
     pair = make_pair("diffusers", model=model, width=32, height=32, num_inference_steps=1)
-    assert measure(http, ENGINE, pair, pair.model, None, tmp_path).width == 32
+    assert measure(pool, ENGINE, pair, pair.model, None, tmp_path).width == 32
 
 
-def test_text_to_video_sample(wan: tuple[httpx.Client, str], tmp_path: Path) -> None:
-    http, model = wan
+def test_text_to_video_sample(wan: Served, tmp_path: Path) -> None:
+    _, pool, model = wan
     pair = make_pair("diffusers", model=model, task="text-to-video", width=64, height=32, num_frames=9, fps=8,
                      num_inference_steps=3, seed=3)
-    sample = with_perf_dump(ENGINE, measure(http, ENGINE, pair, pair.model, None, tmp_path))
+    sample = with_perf_dump(ENGINE, measure(pool, ENGINE, pair, pair.model, None, tmp_path))
     assert (sample.width, sample.height, sample.num_frames) == (64, 32, 9)
     assert len(sample.denoise_step_ms) == 3 and sample.server_latency_source == "perf_dump"
     assert 0 < sample.poll_bound_s <= POLL_FINE_S
 
 
-def test_video_job_lifecycle(wan: tuple[httpx.Client, str]) -> None:
-    http, _ = wan
+def test_video_job_lifecycle(wan: Served) -> None:
+    http, _, _ = wan
     job = http.post("/v1/videos", json={"prompt": "x", "size": "32x32", "num_frames": 5,
                                         "num_inference_steps": 2}).json()
     assert job["status"] == "queued" and job["id"].startswith("video_")
@@ -145,15 +157,15 @@ def test_video_job_lifecycle(wan: tuple[httpx.Client, str]) -> None:
     [({"prompt": "x", "num_frames": 10}, "num_frames 10 must be 4k+1"),
      ({"prompt": "x", "size": "40x32"}, "width 40 is not a multiple of 16")],
 )
-def test_video_bad_requests(wan: tuple[httpx.Client, str], body: dict, message: str) -> None:
-    http, _ = wan
+def test_video_bad_requests(wan: Served, body: dict, message: str) -> None:
+    http, _, _ = wan
     response = http.post("/v1/videos", json=body)
     assert response.status_code == 400 and message in response.json()["error"]["message"]
 
 
-def test_image_to_video_on_a_text_to_video_model_is_refused(wan: tuple[httpx.Client, str], tmp_path: Path) -> None:
-    http, model = wan
+def test_image_to_video_on_a_text_to_video_model_is_refused(wan: Served, tmp_path: Path) -> None:
+    _, pool, model = wan
     pair = make_pair("diffusers", model=model, task="image-to-video", num_frames=5)
     with pytest.raises(RequestFailed) as caught:
-        measure(http, ENGINE, pair, pair.model, media.generated_image(64), tmp_path)
+        measure(pool, ENGINE, pair, pair.model, media.generated_image(64), tmp_path)
     assert caught.value.status_code == 400 and "takes no input image" in str(caught.value)

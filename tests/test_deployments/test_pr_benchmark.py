@@ -80,11 +80,11 @@ def github() -> Iterator[tuple[FakeGitHub, str]]:
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Two builds of the reference engine on the worker: this Python, and one whose server is 100 ms a step slower
+    """Two builds of the reference engine on the worker: this Python, and one whose server is 400 ms a step slower
     (a Python that starts `diffbench serve` with the step-delay knob raised: a build with a slower default)."""
     slow = tmp_path_factory.mktemp("slow-build") / "bin" / "python"
     slow.parent.mkdir()
-    slow.write_text(f'#!/bin/sh\ncase " $* " in *" serve "*) exec {os.sys.executable} "$@" --step-delay-ms 200;; esac\n'
+    slow.write_text(f'#!/bin/sh\ncase " $* " in *" serve "*) exec {os.sys.executable} "$@" --step-delay-ms 800;; esac\n'
                     f'exec {os.sys.executable} "$@"\n')
     slow.chmod(0o755)
     return {"main": f"python:{os.sys.executable}", "slow": f"python:{slow}"}
@@ -92,15 +92,15 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def delayed_config(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Path]) -> Path:
-    """One tiny FLUX case whose steps sleep 100 ms: a rerun stays within the 5 % step on a busy CPU."""
+    """One tiny FLUX case whose steps sleep 400 ms: a rerun stays within the 5 % step on a busy CPU."""
     path = tmp_path_factory.mktemp("pr-configs") / "pr.yaml"
     path.write_text(textwrap.dedent(f"""
-        measurement_repeats: 6
+        measurement_repeats: 5
         deadlines: {{ready_s: 120, request_s: 60, case_minutes: 10}}
         cases:
           - {{id: flux_t2i, model: {tiny_models['flux']}, task: text-to-image, width: 32, height: 32,
               num_inference_steps: 4, seed: 1,
-              frameworks: {{diffusers: {{serve_args: --device cpu --step-delay-ms 100}}}}}}
+              frameworks: {{diffusers: {{serve_args: --device cpu --step-delay-ms 400}}}}}}
         """))
     return path
 

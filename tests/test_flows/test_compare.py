@@ -21,10 +21,10 @@ from diffbench.storage.models import Result, Run
 from flows.nightly import diffusion_comparison
 from tasks.compare import ARTIFACT_KEY
 
-# Sleeping 100 ms per step (400 ms a request) dwarfs the tiny model's own ~30 ms on a busy CPU, so a rerun
-# stays within the 5 % step; 200 ms per step is about 1.9 times slower.
+# Sleeping 400 ms per step (1.6 s a request) dwarfs the tiny model's own 30-100 ms on a busy CPU, so a rerun
+# stays within the 5 % step even when the machine's load changes between runs; 800 ms per step is ~2x slower.
 MATRIX = """
-measurement_repeats: 6
+measurement_repeats: 5
 deadlines: {{ready_s: 120, request_s: 60, case_minutes: 10}}
 cases:
   - {{id: image, model: {flux}, task: text-to-image, width: 32, height: 32, num_inference_steps: 4, seed: 1,
@@ -54,7 +54,7 @@ def test_a_rerun_is_no_change_and_a_slower_build_is_slower(
     monkeypatch.setenv("DIFFBENCH_DASHBOARD_DIR", str(tmp_path / "dashboard"))
     url = f"sqlite:///{tmp_path / 'results.db'}"
     configs = {}
-    for name, delay in (("base", 100), ("slow", 200)):
+    for name, delay in (("base", 400), ("slow", 800)):
         configs[name] = tmp_path / f"{name}.yaml"
         configs[name].write_text(textwrap.dedent(MATRIX).format(flux=tiny_models["flux"], delay=delay))
 
