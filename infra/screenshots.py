@@ -23,7 +23,7 @@ import markdown
 from diffbench.launcher import free_port
 
 PROJECT = Path(__file__).resolve().parents[1]
-WINDOW = "1440,1200"
+WIDTH = 1440
 PAGE = """<!doctype html><meta charset="utf-8"><style>
 body {{font: 14px/1.45 system-ui, sans-serif; margin: 24px 32px; max-width: 1380px}}
 table {{border-collapse: collapse; margin: 8px 0 16px}} th, td {{border: 1px solid #ccc; padding: 3px 7px}}
@@ -37,13 +37,13 @@ def diffbench(*args: str, env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
-def shoot(url: str, path: Path) -> None:
-    """A full window of `url`, after its scripts had 15 s (of virtual time) to render."""
+def shoot(url: str, path: Path, height: int = 1200) -> None:
+    """A window of `url`, `height` pixels tall, after its scripts had 15 s (of virtual time) to render."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         raise SystemExit("needs Debian's chromium: apt-get install chromium")
     subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--window-size={WINDOW}", "--virtual-time-budget=15000", f"--screenshot={path}", url],
+                    f"--window-size={WIDTH},{height}", "--virtual-time-budget=15000", f"--screenshot={path}", url],
                    capture_output=True, check=True, timeout=120)
     print(f"{path}  ({url})")
 
@@ -74,7 +74,7 @@ def main() -> None:
         [run] = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"name": {"any_": ["adhoc-screenshots"]}},
                                                              "limit": 1}).json()
         shoot(f"{ui}/runs/flow-run/{run['id']}", args.out / "run-page.png")
-        shoot(f"{ui}/runs/flow-run/{run['id']}?tab=Artifacts", args.out / "run-artifacts.png")
+        shoot(f"{ui}/artifacts", args.out / "artifacts.png")
         artifacts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})
         table = next(a for a in artifacts.json() if a["type"] == "table")
         shoot(f"{ui}/artifacts/artifact/{table['id']}", args.out / "table-artifact.png")
@@ -83,8 +83,8 @@ def main() -> None:
         diffbench("infra", "down", "--home", str(home), env=env)
     demo = args.work / "demo"
     diffbench("demo", "--workdir", str(demo))
-    shoot(rendered(demo / "dashboard" / "index.md").as_uri(), args.out / "demo-dashboard.png")
-    shoot(rendered(demo / "dashboard" / "sglang-history" / "index.md").as_uri(), args.out / "demo-history.png")
+    shoot(rendered(demo / "dashboard" / "index.md").as_uri(), args.out / "demo-dashboard.png", 3000)
+    shoot(rendered(demo / "dashboard" / "sglang-history" / "index.md").as_uri(), args.out / "demo-history.png", 3000)
     print(json.dumps({"run": run["name"], "artifacts": [a["key"] for a in artifacts.json()]}))
 
 
