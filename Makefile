@@ -18,7 +18,10 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[reference,test]'
 	touch $@
 
-lock: $(STAMP)
+# Its own uv, not the locked environment's: a lock that no longer installs can still be remade.
+lock:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c requirements.lock uv
 	$(BIN)/uv pip compile pyproject.toml --extra reference --extra test --universal --python-version 3.11 \
 		--no-emit-package torch --no-header --quiet $(LOCK_SOURCES) -o requirements.lock
 

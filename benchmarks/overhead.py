@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -170,8 +171,8 @@ def overhead_table(root: Path, model: Path, requests: int) -> None:
     spec = ServerSpec(pair_for(model, 64, 4), "127.0.0.1", free_port(), str(model))
     loads = [os.getloadavg()[0]]
     rows: list[tuple[Any, ...]] = []
-    pool = urllib3.connection_from_url(spec.base_url)
-    with Server.start(engine, spec, root / "overhead") as server, httpx.Client(base_url=spec.base_url) as http:
+    with (Server.start(engine, spec, root / "overhead") as server, httpx.Client(base_url=spec.base_url) as http,
+          urllib3.connection_from_url(spec.base_url) as pool, closing(peer)):
         server.wait_ready(120)
         workdir = server.case_dir(spec.pair)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -198,7 +199,6 @@ def overhead_table(root: Path, model: Path, requests: int) -> None:
                 server_ms = statistics.median(s * 1000 for _, s in timings[name])
                 rows.append((f"{side}²", name, count, server_ms, statistics.median(values), p90(values),
                              statistics.median(values) / peer_median))
-    peer.close()
     print(f"overhead = client latency − the server's inference_time_s; tiny FLUX on CPU, clients in turn; "
           f"load average {min(loads):.2f}–{max(loads):.2f} on {os.cpu_count()} cores")
     print("| output | client | requests | server median ms | overhead median ms | p90 ms | median / sglang's client |")

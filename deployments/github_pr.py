@@ -58,7 +58,8 @@ def upsert_comment(http: httpx.Client, repo: str, pull_request: int, body: str) 
         comments = _call(http, "GET", f"/repos/{repo}/issues/{pull_request}/comments",
                          params={"per_page": PAGE_SIZE, "page": page}).json()
         for comment in comments:
-            if MARKER in (comment.get("body") or ""):
+            # Ours: written by a bot (the workflow's token), starting with the marker; never a person's quote of it.
+            if (comment.get("body") or "").startswith(MARKER) and (comment.get("user") or {}).get("type") == "Bot":
                 _call(http, "PATCH", f"/repos/{repo}/issues/comments/{comment['id']}", json={"body": text})
                 return "updated", comment["id"]
         if len(comments) < PAGE_SIZE:

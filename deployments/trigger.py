@@ -4,8 +4,10 @@ Used by GitHub Actions (`python deployments/trigger.py FLOW/DEPLOYMENT --param k
 `diffbench trigger`. Only httpx is needed, so a CI job can run it without installing Prefect or
 diffbench.
 
-Exit codes: 0 the run completed; 1 it failed, crashed, was cancelled or timed out; 2 nothing
-was started (bad parameter, unknown deployment, authentication, unreachable API).
+Exit codes: 0 the run completed; 1 it failed, crashed, was cancelled or timed out, or the API was
+lost while following it; 2 nothing was started (bad parameter, unknown deployment, authentication,
+unreachable API); with --fail-on-slower, 3 a case is slower than its baseline and 4 no verdict was
+published.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ VERDICT_ARTIFACT = "diffusion-comparison-verdict"
 PROGRESS_ARTIFACT = "diffusion-comparison-progress"  # tasks.progress.PROGRESS_KEY
 SLOWER_COUNT = re.compile(r"^(\d+) slower, ", re.MULTILINE)
 SLOWER_EXIT = 3
+NO_VERDICT_EXIT = 4
 # diffbench.dashboard.page.TRENDS_HEADING, spelled out: this module needs only httpx.
 TRENDS_HEADING = "## Trends"
 CLOUD_API = re.compile(r"^https://api\.prefect\.cloud/api/accounts/([^/]+)/workspaces/([^/]+)/?$")
@@ -173,10 +176,12 @@ class Ending:
 
 
 def progress(http: httpx.Client, flow_run_id: str) -> str | None:
-    """The run's progress artifact, as its description says it (`3 of 8 case(s) finished`)."""
-    body = {"artifacts": {"key": {"any_": [PROGRESS_ARTIFACT]}, "flow_run_id": {"any_": [flow_run_id]}}}
-    found = _checked(_call(http, "POST", "artifacts/filter", json=body), "read progress")
-    return found[0].get("description") if found else None
+    """The run's progress artifact, as its description says it (`3 of 8 case(s) finished`); None when the API
+    cannot say now (a progress line is never worth losing the run over)."""
+    try:
+        return run_artifacts(http, flow_run_id, [PROGRESS_ARTIFACT]).get(PROGRESS_ARTIFACT, (None, None))[1]
+    except (httpx.HTTPError, TriggerError):
+        return None
 
 
 def follow(http: httpx.Client, flow_run_id: str, timeout_s: float, poll_s: float) -> Ending:
@@ -199,18 +204,25 @@ def follow(http: httpx.Client, flow_run_id: str, timeout_s: float, poll_s: float
         time.sleep(poll_s)
 
 
-def run_artifacts(http: httpx.Client, flow_run_id: str) -> dict[str, str]:
-    """The markdown artifacts of a flow run, by key."""
-    body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
-    found = _checked(_call(http, "POST", "artifacts/filter", json=body), "read artifacts")
-    return {a["key"]: str(a["data"]) for a in found if a.get("key")}
+def run_artifacts(http: httpx.Client, flow_run_id: str,
+                  keys: list[str] | None = None) -> dict[str, tuple[str, str | None]]:
+    """A flow run's artifacts (those of `keys`, else all) by key, (data, description) of the latest of each:
+    a retried run made one per try."""
+    body: dict[str, Any] = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "CREATED_DESC"}
+    if keys:
+        body["artifacts"]["key"] = {"any_": keys}
+    latest: dict[str, tuple[str, str | None]] = {}
+    for artifact in _checked(_call(http, "POST", "artifacts/filter", json=body), "read artifacts"):
+        if artifact.get("key"):
+            latest.setdefault(artifact["key"], (str(artifact["data"]), artifact.get("description")))
+    return latest
 
 
-def dashboard_summary(artifacts: dict[str, str]) -> str | None:
+def dashboard_summary(artifacts: dict[str, tuple[str, str | None]]) -> str | None:
     """The dashboard's header and table (a pull request's has its own key), without the inline charts."""
     page = artifacts.get(DASHBOARD_ARTIFACT) or next(
-        (data for key, data in artifacts.items() if key.startswith("pr-") and key.endswith("-dashboard")), None)
-    return page.split(f"\n{TRENDS_HEADING}")[0] if page else None
+        (found for key, found in artifacts.items() if key.startswith("pr-") and key.endswith("-dashboard")), None)
+    return page[0].split(f"\n{TRENDS_HEADING}")[0] if page else None
 
 
 def trigger(api: Api, deployment_name: str, raw_params: dict[str, str], key: str | None, tags: list[str],
@@ -225,9 +237,13 @@ def trigger(api: Api, deployment_name: str, raw_params: dict[str, str], key: str
         run = create_run(http, deployment, params, key, tags)
         link = api.run_link(run["id"])
         print(f"flow run {run['name']} ({run['id']}): {link}", flush=True)
-        final = follow(http, run["id"], timeout_s, poll_s)
-        artifacts = run_artifacts(http, run["id"]) if final.state != "TIMEOUT" else {}
-    verdict = artifacts.get(VERDICT_ARTIFACT)
+        try:
+            final = follow(http, run["id"], timeout_s, poll_s)
+            artifacts = run_artifacts(http, run["id"]) if final.state != "TIMEOUT" else {}
+        except (httpx.HTTPError, TriggerError) as exc:
+            print(f"lost the Prefect API while following the run, which goes on: {exc}\n  {link}", file=sys.stderr)
+            return 1
+    verdict = artifacts.get(VERDICT_ARTIFACT, (None, None))[0]
     name = final.name or run["name"]
     footer = f"[Flow run {name}]({link}): **{final.state}**\n"
     if summary_path is not None:
@@ -241,7 +257,10 @@ def trigger(api: Api, deployment_name: str, raw_params: dict[str, str], key: str
         print(f"  {final.message}")
     if final.state != "COMPLETED":
         return 1
-    slower = int(match[1]) if verdict and (match := SLOWER_COUNT.search(verdict)) else 0
+    if verdict is None:
+        print("no verdict was published (compare_to none, or the comparison failed: see the run's logs)")
+        return NO_VERDICT_EXIT if fail_on_slower else 0
+    slower = int(match[1]) if (match := SLOWER_COUNT.search(verdict)) else 0
     if slower:
         print(f"{slower} case(s) slower than the baseline")
     return SLOWER_EXIT if slower and fail_on_slower else 0
@@ -256,9 +275,10 @@ environment:
 
 exit codes:
   0  the run completed
-  1  it failed, crashed, was cancelled or timed out (the state's message is printed)
+  1  it failed, crashed, was cancelled or timed out (the state's message is printed), or the API was lost
   2  nothing was started: bad parameter, unknown deployment, authentication, unreachable API
   3  with --fail-on-slower: it completed, and its verdict has a case slower than its baseline
+  4  with --fail-on-slower: it completed without publishing a verdict
 """
 
 

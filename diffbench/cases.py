@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, PositiveFloat, field_validator, model_validator
+
+from diffbench.redaction import masked
 
 Task = Literal["text-to-image", "image-edit", "text-to-video", "image-to-video", "text-image-to-video"]
 VIDEO_TASKS = frozenset({"text-to-video", "image-to-video", "text-image-to-video"})
@@ -33,9 +34,6 @@ def _repeats(value: object) -> int | Literal["auto"]:
 
 # A fixed number of measured requests, or `auto`: until the median's interval is narrow enough.
 Repeats = Annotated[int | Literal["auto"], PlainValidator(_repeats)]
-
-
-URL_CREDENTIALS = re.compile(r"://[^/@\s]+@")
 
 
 class _Strict(BaseModel):
@@ -247,7 +245,7 @@ class Pair(_Strict):
             build = f"pip: {shlex.join(options.pip)}"
         else:
             return f"python: {options.python}" if options.python else None
-        return URL_CREDENTIALS.sub("://***@", build)
+        return masked(build)
 
     @property
     def request_extra(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from diffbench.cases import Matrix, Pair, resolve
 from diffbench.engines import ENGINES
 from diffbench.engines.environments import FILE_OPTIONS
 from diffbench.errors import ConfigError
+from diffbench.redaction import carries_credentials
 
 LOCAL_PREFIXES = ("/", "./", "../", "~")
 BUILD_KINDS = ("pip", "image", "python")
@@ -137,6 +138,10 @@ def build_options(framework: str, build: str) -> dict[str, Any]:
     """The framework options an engine build sets: `pip:SPEC` (specs, wheel paths or URLs, `-r lock`),
     `image:REFERENCE` or `python:PATH`; a bare wheel or `name==version` is a pip spec. Paths are
     taken from the current folder."""
+    if carries_credentials(build):
+        raise ConfigError([f"engines: {framework}: the build carries a credential, and run parameters are shown to "
+                           "anyone who can read the run; give the worker the index's credentials instead (uv's "
+                           "UV_INDEX_URL or a netrc file in its environment)"])
     kind, colon, value = build.partition(":")
     if not (colon and kind in BUILD_KINDS and value.strip()):
         if not (build.endswith(".whl") or "==" in build):

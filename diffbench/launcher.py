@@ -250,7 +250,8 @@ class Server:
         try:
             self.check_alive()
         except ServerExited:
-            # Unblock the request thread: its connection may never close on its own.
+            # No new request; the one in flight ends when the dead server's socket closes, or at its deadline,
+            # and its thread is abandoned either way (urllib3 closes idle connections only).
             self.http.close()
             raise
 

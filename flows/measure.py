@@ -171,7 +171,7 @@ def measure_group(group: ServerGroup, run_id: str, recorder: Recorder, pool: Gpu
             record_result(recorder, run_id, result)
         except Exception:  # noqa: BLE001 - a storage failure must not cost the other cases
             get_run_logger().exception("%s/%s: could not be stored", result.case_id, result.framework)
-        progress.case_finished(result)
+        progress.result_finished(result)
 
     with pool.take(0 if refusal else group.num_gpus, estimate_s, group.label) as gpus:
         suspect = "; ".join(pool.suspects[g] for g in (gpus or (CPU_SLOT,)) if g in pool.suspects) or None

@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
 from prefect.exceptions import TerminationSignal
+from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
@@ -17,7 +18,7 @@ from diffbench import demo
 from diffbench.cases import Pair
 from diffbench.compare import LATEST_NIGHTLY, NO_COMPARISON
 from diffbench.config import load_matrix
-from diffbench.errors import ShardLost
+from diffbench.errors import ShardLost, StorageUnavailable
 from diffbench.gpus import detect
 from diffbench.launcher import stop_servers_on_signals
 from diffbench.measure import CaseRecord
@@ -32,6 +33,7 @@ from flows.shard import SHARD_DEPLOYMENT
 from tasks.announce import announce
 from tasks.compare import check_baseline, publish_comparison
 from tasks.dashboard import render_dashboard
+from tasks.progress import RunProgress
 from tasks.record import finish_run, mark_stopped, measured_before, record_result, start_run
 
 
@@ -41,6 +43,8 @@ class CasesFailed(Exception):
 
 # What a run may say it is; `schedule` and `pr` are decided by Prefect's scheduler and `pull_request`.
 RequestedTrigger = Literal["manual", "api", "schedule"]
+
+SHARD_PROGRESS_S = 15.0
 
 # What a flow call raises once a signal stopped its run (and the run is marked): Ctrl-C, SIGTERM.
 STOPPED = (KeyboardInterrupt, TerminationSignal)
@@ -71,8 +75,13 @@ def run_shards(config: str, pairs: list[Pair], shards: int, run_id: str, recorde
     """Shards on the pool's workers, in parallel; pairs no shard stored are failed as `crashed`."""
     buckets = shard_pairs(pairs, shards)
     futures = [run_shard.submit(config, bucket, run_id, index, engines) for index, bucket in enumerate(buckets)]
+    progress = RunProgress(len(pairs))
+    # The shards store their results as they finish: this run's progress follows them from the database.
+    while wait(futures, timeout=SHARD_PROGRESS_S).not_done:
+        shard_progress(recorder, run_id, progress)
     ended = [future.result() for future in futures]
     recorder.flush()
+    shard_progress(recorder, run_id, progress)
     stored = {(o.case_id, o.framework) for o in store.run_outcomes(recorder.engine(), run_id)
               if o.status not in UNFINISHED}
     for bucket, (flow_run_id, state) in zip(buckets, ended, strict=True):
@@ -81,7 +90,19 @@ def run_shards(config: str, pairs: list[Pair], shards: int, run_id: str, recorde
                 record = CaseRecord(pair, hardware)
                 record.error = ShardLost(f"shard flow run {flow_run_id} ended {state} before storing this case")
                 record_result(recorder, run_id, record.result())
+                progress.case_finished(pair.case.id, pair.framework, "crashed")
     return store.run_outcomes(recorder.engine(), run_id)
+
+
+def shard_progress(recorder: Recorder, run_id: str, progress: RunProgress) -> None:
+    """Count the cases the shards have stored as finished; a database away now is asked again later."""
+    try:
+        outcomes = store.run_outcomes(recorder.engine(), run_id)
+    except StorageUnavailable:
+        return
+    for outcome in outcomes:
+        if outcome.status not in UNFINISHED:
+            progress.case_finished(outcome.case_id, outcome.framework, outcome.error_class or outcome.status)
 
 
 def effective_trigger(requested: RequestedTrigger, auto_scheduled: bool, pull_request: int | None) -> Trigger:

@@ -7,7 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from diffbench.compare import LATEST_NIGHTLY, NO_COMPARISON, Comparison, against_nightlies, against_run, markdown
-from diffbench.errors import StorageUnavailable
+from diffbench.errors import RunNotStored, StorageUnavailable
 from diffbench.storage import store
 from diffbench.storage.recorder import Recorder
 from tasks.retry import is_retryable
@@ -24,6 +24,9 @@ def check_baseline(recorder: Recorder, compare_to: str) -> None:
         store.run_measured(recorder.engine(), compare_to)
     except StorageUnavailable as exc:
         get_run_logger().warning("baseline run %s not checked: %s", compare_to, exc)
+    except RunNotStored as exc:
+        raise RunNotStored(f"compare_to: {exc}; give a stored run's id, `{LATEST_NIGHTLY}` or "
+                           f"`{NO_COMPARISON}`") from exc
 
 
 @task(task_run_name="compare with {compare_to}", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],

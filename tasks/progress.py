@@ -29,18 +29,22 @@ class RunProgress:
     def describe(self) -> str:
         return f"{len(self.finished)} of {self.total} case(s) finished"
 
-    def case_finished(self, result: CaseResult) -> None:
-        """Count `result` (a final one) and say so; amendments of a counted case change nothing."""
-        key = (result.case_id, result.framework)
-        with self._lock:
-            if result.status in UNFINISHED or key in self.finished:
-                return
-            self.finished.add(key)
-            done, description = len(self.finished), self.describe()
+    def result_finished(self, result: CaseResult) -> None:
+        """Count `result` if it is final; amendments of a counted case change nothing."""
+        if result.status in UNFINISHED:
+            return
         latencies = [sample.client_latency_s for sample in result.samples]
         median = f", median {statistics.median(latencies):.3f} s" if latencies else ""
-        get_run_logger().info("%d/%d finished: %s/%s %s%s", done, self.total, result.case_id, result.framework,
-                              result.error_class or result.status, median)
+        self.case_finished(result.case_id, result.framework, f"{result.error_class or result.status}{median}")
+
+    def case_finished(self, case_id: str, framework: str, how: str) -> None:
+        """Count a finished case once, log it, and move the bar."""
+        with self._lock:
+            if (case_id, framework) in self.finished:
+                return
+            self.finished.add((case_id, framework))
+            done, description = len(self.finished), self.describe()
+        get_run_logger().info("%d/%d finished: %s/%s %s", done, self.total, case_id, framework, how)
         if self.artifact_id is not None:
             try:
                 update_progress_artifact(self.artifact_id, 100 * done / self.total, description=description)

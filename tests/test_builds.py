@@ -70,9 +70,18 @@ def test_a_config_change_starts_a_new_series_and_a_build_does_not(write_config) 
     assert key(other_flags) != key(flux) and key(other_image) == key(flux)
 
 
-def test_credentials_in_a_build_are_never_stored(write_config) -> None:
-    build = "pip:--index-url https://ci:s3cr3t@pypi.example.com/simple sglang==0.5.24"
-    pair = load_matrix(write_config(MATRIX), {"sglang": build}).pairs[0]
+@pytest.mark.parametrize("build", ["pip:--index-url https://ci:s3cr3t@pypi.example.com/simple sglang==0.5.24",
+                                   "pip:https://example.com/sglang-0.5.24-py3-none-any.whl?token=s3cr3t"])
+def test_a_build_parameter_with_a_credential_is_refused(write_config, build: str) -> None:
+    """Run parameters are shown in the UI to anyone who can read the run, like database_url's password."""
+    with pytest.raises(ConfigError) as caught:
+        load_matrix(write_config(MATRIX), {"sglang": build})
+    assert "carries a credential" in caught.value.problems[0] and "s3cr3t" not in caught.value.problems[0]
+
+
+def test_credentials_in_a_configured_pip_spec_are_never_stored(write_config) -> None:
+    spec = "--index-url https://ci:s3cr3t@pypi.example.com/simple sglang==0.5.24"
+    pair = load_matrix(write_config(MATRIX.replace('pip: "sglang==0.5.23"', f'pip: "{spec}"'))).pairs[0]
     assert pair.engine_build == "pip: --index-url https://***@pypi.example.com/simple sglang==0.5.24"
     assert pair.options.pip[1] == "https://ci:s3cr3t@pypi.example.com/simple", "the install itself still gets them"
 

@@ -115,8 +115,9 @@ def test_bad_answers(answer: Answer, error: type, error_class: str, text: str) -
 
 
 def test_connection_errors_and_timeouts_are_translated() -> None:
-    with pytest.raises(RequestFailed, match="cannot connect") as refused:
-        send(connect(f"http://127.0.0.1:{free_port()}"), IMAGE_REQUEST, 5)
+    nobody = connect(f"http://127.0.0.1:{free_port()}")
+    with nobody, pytest.raises(RequestFailed, match="cannot connect") as refused:
+        send(nobody, IMAGE_REQUEST, 5)
     assert refused.value.error_class == "http_error"
     with serving(answering(Answer(delay_s=1.0))) as http, \
             pytest.raises(RequestTimeout, match="no answer before the deadline") as stalled:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,69 @@ def test_a_briefly_unavailable_api_is_retried_with_one_idempotency_key(monkeypat
         run = trigger.create_run(http, {"id": "d1"}, {"shards": 2}, None, [])
     assert run["id"] == "r1" and len(bodies) == 3
     assert len(set(bodies)) == 1, "every retry carries the same idempotency key"
+
+
+def scripted_api(monkeypatch: pytest.MonkeyPatch, artifacts: list[dict], fail_artifacts: int = 0) -> list[str]:
+    """An API whose run completes at once, with `artifacts` (newest first, as asked); returns the paths called."""
+    import httpx
+
+    from deployments import trigger
+
+    monkeypatch.setattr(trigger, "RETRY_WAITS_S", ())
+    calls: list[str] = []
+    failures = [fail_artifacts]
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if request.url.path.endswith("deployments/name/diffusion-comparison/adhoc"):
+            return httpx.Response(200, json={"id": "d1", "name": "adhoc",
+                                             "parameter_openapi_schema": {"properties": {}}})
+        if request.url.path.endswith("create_flow_run"):
+            return httpx.Response(201, json={"id": "r1", "name": "calm-otter"})
+        if request.url.path.endswith("artifacts/filter"):
+            if failures[0]:
+                failures[0] -= 1
+                return httpx.Response(500, text="database is locked")
+            assert json.loads(request.content)["sort"] == "CREATED_DESC"
+            return httpx.Response(200, json=artifacts)
+        return httpx.Response(200, json={"id": "r1", "name": "pr-5",
+                                         "state": {"type": "COMPLETED", "name": "Completed"}})
+
+    monkeypatch.setattr(trigger.Api, "client", lambda self: httpx.Client(base_url="http://api/",
+                                                                         transport=httpx.MockTransport(handle)))
+    return calls
+
+
+def verdict_artifact(slower: int) -> dict:
+    return {"key": "diffusion-comparison-verdict", "data": f"| t |\n\n{slower} slower, 0 faster, 0 unchanged of 1; …"}
+
+
+@pytest.mark.parametrize(("artifacts", "fail_on_slower", "code"), [
+    ([verdict_artifact(1)], True, 3),
+    ([verdict_artifact(1)], False, 0),
+    # A retried run made two verdicts: the latest (listed first) is the one that counts.
+    ([verdict_artifact(0), verdict_artifact(2)], True, 0),
+    # A gate that found nothing to judge never passes silently.
+    ([], True, 4),
+], ids=["slower-fails", "slower-reported", "latest-of-a-retry", "no-verdict"])
+def test_the_verdict_decides_the_exit_code(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, artifacts: list,
+                                           fail_on_slower: bool, code: int) -> None:
+    from deployments import trigger
+
+    scripted_api(monkeypatch, artifacts)
+    api = trigger.Api("http://prefect/api")
+    verdict = tmp_path / "verdict.md"
+    assert trigger.trigger(api, "diffusion-comparison/adhoc", {}, "k", [], 5, 0, None, verdict, fail_on_slower) == code
+    assert "[Flow run pr-5](http://prefect/runs/flow-run/r1): **COMPLETED**" in verdict.read_text()
+
+
+def test_an_api_lost_while_following_is_exit_1_with_the_runs_link(monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """A progress line is never worth the run: its read failing is skipped; the final read failing is reported."""
+    from deployments import trigger
+
+    calls = scripted_api(monkeypatch, [verdict_artifact(0)], fail_artifacts=2)
+    api = trigger.Api("http://prefect/api")
+    assert trigger.trigger(api, "diffusion-comparison/adhoc", {}, "k", [], 5, 0, None) == 1
+    assert "lost the Prefect API while following the run" in capsys.readouterr().err
+    assert calls.count("/artifacts/filter") == 2

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from diffbench.cases import FrameworkOptions
 from diffbench.errors import EnvironmentFailed
+from diffbench.redaction import masked
 
 COMPLETE_MARKER = ".diffbench-environment.json"
 # Compiled at install: uv does not by default, and a server importing torch, transformers and its
@@ -150,12 +151,12 @@ def uv_binary() -> str:
 
 def _run(argv: list[str], what: str, log_path: Path) -> None:
     with open(log_path, "a") as log:
-        log.write(f"$ {' '.join(argv)}\n")
+        log.write(f"$ {masked(' '.join(argv))}\n")
         log.flush()
         done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
     if done.returncode != 0:
-        tail = log_path.read_text(errors="replace")[-INSTALL_LOG_TAIL:]
-        raise EnvironmentFailed(f"{what} failed with exit code {done.returncode} (log: {log_path}):\n{tail}")
+        tail = masked(log_path.read_text(errors="replace")[-INSTALL_LOG_TAIL:])
+        raise EnvironmentFailed(f"{masked(what)} failed with exit code {done.returncode} (log: {log_path}):\n{tail}")
 
 
 def build_venv(pip: list[str], envs_dir: Path) -> EngineEnvironment:
@@ -176,7 +177,8 @@ def build_venv(pip: list[str], envs_dir: Path) -> EngineEnvironment:
         _run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], "creating the venv", log_path)
         _run([uv, "pip", "install", "--python", str(python), *INSTALL_FLAGS, *pip], f"uv pip install {' '.join(pip)}",
              log_path)
-        (venv / COMPLETE_MARKER).write_text(json.dumps({"pip": pip, "built_s": time.monotonic() - started}))
+        (venv / COMPLETE_MARKER).write_text(json.dumps({"pip": [masked(arg) for arg in pip],
+                                                         "built_s": time.monotonic() - started}))
         return EngineEnvironment(python, time.monotonic() - started)
 
 

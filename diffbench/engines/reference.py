@@ -15,9 +15,9 @@ class ReferenceEngine(SGLangEngine):
     name = "diffusers"
     package = "diffusers"
     def command(self, spec: ServerSpec) -> list[str]:
-        """diffbench's own Python, or (a build under test) the `python` of the environment the options name."""
+        """diffbench's own Python, or (a build under test) the Python the options name, or their venv's."""
         options = spec.pair.options
-        python = "python" if options.python is not None or options.pip is not None else sys.executable
+        python = str(options.python) if options.python is not None else "python" if options.pip else sys.executable
         return [python, "-m", "diffbench", "serve", "--model", spec.model_path,
                 "--host", spec.host, "--port", str(spec.port), *options.serve_args]
 

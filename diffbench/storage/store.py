@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy import Engine, create_engine, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from diffbench.alerts import Alert
 from diffbench.canary import CanaryReading
@@ -72,12 +72,13 @@ def open_database(url: str) -> Engine:
 
 
 def save_run(engine: Engine, run: RunInfo) -> None:
-    """Insert the run; one already there (a retried flow run) is running again, its results kept."""
+    """Insert the run. One already there from another process (a retried flow run) runs again, its results
+    kept; the same process opening it again (a spooled write replayed) changes nothing."""
     with reachable(str(engine.url)), Session(engine) as session, session.begin():
         stored = session.get(Run, run.id)
         if stored is None:
             session.add(Run(**asdict(run), status="running", engine_versions={}))
-        else:
+        elif (stored.owner_pid, stored.owner_started) != (run.owner_pid, run.owner_started):
             stored.status, stored.finished_at = "running", None
             stored.owner_pid, stored.owner_started = run.owner_pid, run.owner_started
 
@@ -228,12 +229,15 @@ def nightly_points(engine: Engine, case_id: str | None = None,
     return points
 
 
-def _measured(session: Session, where: list[Any]) -> list[Measured]:
-    """Results matching `where` with every client latency, newest run first."""
+def _measured(session: Session, where: list[Any], latest_per_series: bool = False) -> list[Measured]:
+    """Results matching `where` with every client latency, newest run first; with `latest_per_series`,
+    only the newest of each series (its samples alone are read)."""
     rows = session.execute(
         select(Result.id, Result.run_id, Result.case_id, Result.framework, Result.status, Result.series_key,
                Result.engine_version).join(Run, Run.id == Result.run_id).where(*where)
         .order_by(Run.started_at.desc(), Result.id)).all()
+    if latest_per_series:
+        rows = list({row.series_key: row for row in reversed(rows)}.values())
     samples: dict[int, list[float]] = {}
     query = (select(SampleRow.result_id, SampleRow.client_latency_s)
              .where(SampleRow.result_id.in_([row[0] for row in rows])).order_by(SampleRow.result_id, SampleRow.index))
@@ -242,28 +246,30 @@ def _measured(session: Session, where: list[Any]) -> list[Measured]:
     return [Measured(*row[1:], tuple(samples.get(row[0], ()))) for row in rows]
 
 
+def _stored_run(session: Session, engine: Engine, run_id: str) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise RunNotStored(f"no run {run_id!r} is stored in {redacted(str(engine.url))}")
+    return run
+
+
 def run_measured(engine: Engine, run_id: str) -> list[Measured]:
-    """Every result of a run, with its samples; raises ConfigError when no such run is stored."""
+    """Every result of a run, with its samples; raises RunNotStored when no such run is stored."""
     with reachable(str(engine.url)), Session(engine) as session:
-        if session.get(Run, run_id) is None:
-            raise RunNotStored(f"no run {run_id!r} is stored in {redacted(str(engine.url))}")
+        _stored_run(session, engine, run_id)
         return _measured(session, [Result.run_id == run_id])
 
 
 def latest_nightlies(engine: Engine, run_id: str) -> dict[str, Measured]:
     """Per series of `run_id`'s results, the latest measured nightly result that started before it."""
     with reachable(str(engine.url)), Session(engine) as session:
-        run = session.get(Run, run_id)
-        if run is None:
-            raise RunNotStored(f"no run {run_id!r} is stored in {redacted(str(engine.url))}")
-        keys = session.scalars(select(Result.series_key).where(Result.run_id == run_id)).all()
+        run = _stored_run(session, engine, run_id)
+        own = aliased(Result)  # not correlated with the outer query's results
+        keys = select(own.series_key).where(own.run_id == run_id)
         found = _measured(session, [Result.series_key.in_(keys), Run.trigger == "schedule", Run.id != run_id,
                                     Run.started_at < run.started_at, Result.status == "ok",
-                                    Result.suspect.is_(None)])
-    latest: dict[str, Measured] = {}
-    for measured in found:
-        latest.setdefault(measured.series_key, measured)
-    return latest
+                                    Result.suspect.is_(None)], latest_per_series=True)
+    return {measured.series_key: measured for measured in found}
 
 
 def save_canaries(engine: Engine, run_id: str, readings: list[dict[str, Any]]) -> None:

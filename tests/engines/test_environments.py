@@ -102,6 +102,16 @@ def test_a_bad_spec_fails_with_the_installers_words(tmp_path: Path) -> None:
     assert not (tmp_path / key / environments.COMPLETE_MARKER).exists()
 
 
+def test_a_failed_build_never_shows_its_index_credentials(tmp_path: Path) -> None:
+    """The failure's message is stored with the result and shown on the dashboard; the log stays on disk."""
+    spec = ["--index-url", "http://ci:s3cr3t@127.0.0.1:9/simple", "no-such-package-diffbench==1.0"]
+    with pytest.raises(EnvironmentFailed) as caught:
+        build_venv(spec, tmp_path)
+    log = (tmp_path / f"{environment_key(spec)}.log").read_text()
+    assert "http://***@127.0.0.1:9/simple" in str(caught.value)
+    assert "s3cr3t" not in str(caught.value) and "s3cr3t" not in log.splitlines()[0]
+
+
 def test_a_missing_interpreter_is_refused(tmp_path: Path) -> None:
     options = make_pair(frameworks={"sglang": {"python": str(tmp_path / "nope" / "python")}}).options
     with pytest.raises(EnvironmentFailed, match="not an executable interpreter"):

@@ -50,7 +50,9 @@ def test_it_runs_with_diffbenchs_own_python_unless_a_build_names_another(tmp_pat
     """A build of the reference engine is a Python environment holding diffbench: its `python` serves."""
     own = make_pair("diffusers", frameworks={"diffusers": {}})
     built = make_pair("diffusers", frameworks={"diffusers": {"python": str(tmp_path / "bin" / "python")}})
+    venv = make_pair("diffusers", frameworks={"diffusers": {"pip": "diffbench-fork.whl"}})
     assert ReferenceEngine().command(make_spec(own))[0] == sys.executable
-    command = ReferenceEngine().command(make_spec(built))
-    assert EngineEnvironment(tmp_path / "bin" / "python").argv(command)[:3] == [
-        str(tmp_path / "bin" / "python"), "-m", "diffbench"]
+    # The Python named, whatever its file is called; a pip build's venv's own `python`.
+    assert ReferenceEngine().command(make_spec(built))[:3] == [str(tmp_path / "bin" / "python"), "-m", "diffbench"]
+    command = ReferenceEngine().command(make_spec(venv))
+    assert EngineEnvironment(tmp_path / "venv" / "bin" / "python").argv(command)[0] == str(tmp_path / "venv/bin/python")

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from deployments import trigger
+from deployments.github_pr import MARKER
 from diffbench.launcher import free_port
 from test_deployments.conftest import AUTH, stored_results
 
@@ -30,7 +31,8 @@ class FakeGitHub:
     """Pull request 5 of org/engine: its head commit and its comments, as the REST API serves them."""
 
     def __init__(self) -> None:
-        self.comments: list[dict] = []
+        # A person's comment that quotes the marker: never ours to edit.
+        self.comments: list[dict] = [{"id": 899, "body": f"why is {MARKER} here?", "user": {"type": "User"}}]
         self.calls: list[tuple[str, str, str]] = []  # method, path, Authorization
 
     def answer(self, method: str, path: str, body: bytes) -> tuple[int, object]:
@@ -40,7 +42,8 @@ class FakeGitHub:
         if route == "/repos/org/engine/issues/5/comments":
             if method == "GET":
                 return 200, self.comments
-            comment = {"id": 900 + len(self.comments), "body": json.loads(body)["body"]}
+            comment = {"id": 900 + len(self.comments), "body": json.loads(body)["body"],
+                       "user": {"login": "github-actions[bot]", "type": "Bot"}}
             self.comments.append(comment)
             return 201, comment
         if route.startswith("/repos/org/engine/issues/comments/") and method == "PATCH":
@@ -158,9 +161,10 @@ def test_a_pull_requests_build_is_judged_and_its_comment_kept_current(
     assert "| flux_t2i | diffusers | 🔴 slower |" in (tmp_path / "summary-1.md").read_text()
     # One comment on the pull request: created by the first run, updated by the second.
     assert main_comment.returncode == slow_comment.returncode == 0, main_comment.stderr + slow_comment.stderr
-    assert main_comment.stdout.startswith("created comment 900")
-    assert slow_comment.stdout.startswith("updated comment 900")
-    [only] = fake.comments
+    assert main_comment.stdout.startswith("created comment 901")
+    assert slow_comment.stdout.startswith("updated comment 901")
+    human, only = fake.comments
+    assert human["body"] == f"why is {MARKER} here?"
     assert "🔴 slower" in only["body"] and "no change" not in only["body"]
     assert [c[0] for c in fake.calls if "comments" in c[1]] == ["GET", "POST", "GET", "PATCH"]
     # The second run had no commit given: it asked GitHub for the head, and its label names it.

@@ -64,6 +64,10 @@ def test_shards_run_on_both_workers_and_one_dashboard_covers_all(stack, shard_wo
     body = {"artifacts": {"key": {"any_": ["diffusion-comparison-dashboard"]}}}
     pages = [a["data"] for a in api.post("artifacts/filter", json=body).json() if run_id in a["description"]]
     assert len(pages) == 1 and "| flux_t2i |" in pages[0] and "| wan_t2v |" in pages[0]
+    # The parent run's own progress follows what its shards stored.
+    body = {"artifacts": {"key": {"any_": ["diffusion-comparison-progress"]}, "flow_run_id": {"any_": [run_id]}}}
+    [bar] = api.post("artifacts/filter", json=body).json()
+    assert (float(bar["data"]), bar["description"]) == (100.0, "2 of 2 case(s) finished")
 
 
 def test_a_shard_whose_worker_dies_is_marked_crashed(stack, shard_workers, api, tmp_path: Path,
