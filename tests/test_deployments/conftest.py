@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,3 +104,14 @@ def tiny_config(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str,
               frameworks: {{diffusers: {{serve_args: --device cpu}}}}}}
         """))
     return path
+
+
+def create_run(api: httpx.Client, deployment_id: str, parameters: dict) -> dict:
+    """A flow run of the deployment; the test server's SQLite can answer 500 while it is busy: asked again."""
+    for _ in range(5):
+        response = api.post(f"deployments/{deployment_id}/create_flow_run", json={"parameters": parameters})
+        if response.status_code < 500:
+            break
+        time.sleep(1)
+    assert response.status_code == 201, response.text
+    return response.json()

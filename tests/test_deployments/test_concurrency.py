@@ -7,17 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from deployments import trigger
-
-
-def create_run(api, deployment_id: str, parameters: dict) -> dict:
-    """A flow run of the deployment; the test server's SQLite can answer 500 while it is busy: asked again."""
-    for _ in range(5):
-        response = api.post(f"deployments/{deployment_id}/create_flow_run", json={"parameters": parameters})
-        if response.status_code < 500:
-            break
-        time.sleep(1)
-    assert response.status_code == 201, response.text
-    return response.json()
+from test_deployments.conftest import create_run
 
 
 def test_a_second_nightly_waits_for_the_first(stack, worker, api, tiny_config: Path) -> None:

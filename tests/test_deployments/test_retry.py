@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from deployments import trigger
+from test_deployments.conftest import create_run
 
 
 def wait_for_end(api, flow_run_id: str) -> dict:
@@ -47,8 +48,7 @@ def test_retry_measures_only_the_case_that_failed(stack, worker, api, tiny_model
               num_inference_steps: 2, frameworks: {{diffusers: {{serve_args: --device cpu}}}}}}
         """))
     deployment = api.get("deployments/name/diffusion-comparison/adhoc").json()
-    run = api.post(f"deployments/{deployment['id']}/create_flow_run",
-                   json={"parameters": {"config": str(config), "compare_to": "none"}}).json()
+    run = create_run(api, deployment["id"], {"config": str(config), "compare_to": "none"})
     assert wait_for_end(api, run["id"])["state"]["type"] == "FAILED"
     first = results(results_url, run["id"])
     assert (first["early"][0], first["late"][0], first["early"][3]) == ("ok", "failed", "failed")

@@ -17,7 +17,7 @@ from sqlalchemy.pool import NullPool
 
 from deployments import trigger
 from diffbench import cli
-from test_deployments.conftest import AUTH, stored_results
+from test_deployments.conftest import AUTH, create_run, stored_results
 
 PROJECT = Path(__file__).resolve().parents[2]
 WORKFLOW = PROJECT / ".github" / "workflows" / "benchmark.yml"
@@ -135,7 +135,7 @@ def test_the_workflow_script_still_parses_its_arguments() -> None:
 def test_a_quick_run_of_adhoc_with_its_defaults_completes_offline(stack, worker, api, results_url: str) -> None:
     """What a user's first click in the UI does: the demo's tiny models, built on the worker, no hub."""
     deployment = api.get("deployments/name/diffusion-comparison/adhoc").json()
-    flow_run = api.post(f"deployments/{deployment['id']}/create_flow_run", json={}).json()
+    flow_run = create_run(api, deployment["id"], {})
     deadline = time.monotonic() + 540
     while (flow_run := api.get(f"flow_runs/{flow_run['id']}").json())["state"]["type"] not in trigger.TERMINAL:
         assert time.monotonic() < deadline, flow_run["state"]
