@@ -15,6 +15,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -44,17 +45,58 @@ Http = urllib3.HTTPConnectionPool
 Response = urllib3.BaseHTTPResponse
 
 
+def _no_explanation(body: bytes) -> str | None:
+    return None
+
+
+def _error_field(status: dict[str, Any]) -> str:
+    error = status.get("error")
+    message = error.get("message") if isinstance(error, dict) else error
+    return str(message or "no message")
+
+
+@dataclass(frozen=True)
+class Job:
+    """An asynchronous job: the submit answers its id, a status route says when it is done, and
+    the output is downloaded from a route of its own. Every engine here spells the state `status`.
+    """
+
+    # `{id}` stands for the job's id.
+    status_path: str
+    # The download route, from the job's id and its final status.
+    output_path: Callable[[str, dict[str, Any]], str]
+    id_field: str = "id"
+    done: str = "completed"
+    failed: tuple[str, ...] = ("failed", "cancelled")
+    # Why a finished job failed, from its final status.
+    error: Callable[[dict[str, Any]], str] = _error_field
+    # What a refused submit means, from its body; None: the raw body says it.
+    refusal: Callable[[bytes], str | None] = _no_explanation
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file the engine must hold before the request that names it; sent before the clock starts."""
+
+    path: str
+    fields: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Request:
-    """One generation request, as an engine spells it."""
+    """One generation request, as an engine spells it.
+
+    Without a `job`, the answer to the POST is the output: a base64 image in JSON, or the video's
+    bytes. With one, the POST submits it and the output is downloaded when it is done.
+    """
 
     path: str
     output: Literal["image", "video"]
-    # "poll": POST returns a job id, then GET path/{id} until done and GET path/{id}/content.
-    video_mode: Literal["poll", "sync"] | None = None
     json: dict[str, Any] | None = None
     data: dict[str, str] | None = None
     files: dict[str, tuple[str, bytes, str]] | None = None
+    job: Job | None = None
+    uploads: tuple[Upload, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,9 +163,10 @@ def call(http: Http, method: str, path: str, timeout_s: float, what: str, **kwar
         raise RequestFailed(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
-def _checked(response: Response, what: str) -> Response:
+def _checked(response: Response, what: str,
+             explain: Callable[[bytes], str | None] = _no_explanation) -> Response:
     if response.status >= 400:
-        text = response.data[:500].decode(errors="replace")
+        text = explain(response.data) or response.data[:500].decode(errors="replace")
         raise RequestFailed(f"{what}: HTTP {response.status}: {text}", status_code=response.status)
     return response
 
@@ -158,23 +201,24 @@ def poll_wait(elapsed_s: float, expected_s: float | None, previous_s: float) -> 
     return max(POLL_FINE_S, min(previous_s * 1.5, POLL_MAX_S, fine_from - elapsed_s))
 
 
-def _poll_video(http: Http, request: Request, job: dict[str, Any], deadline: float, started: float,
-                expected_s: float | None) -> tuple[dict, float]:
-    """Poll a video job until it is done (see `poll_wait`); return the final job and the last wait."""
-    what = f"GET {request.path}/{{id}}"
-    if "id" not in job:
-        raise BadOutput(f"POST {request.path}: response has no job id: {job}")
-    wait = 0.0
-    while job.get("status") not in ("completed", "failed"):
+def _poll(http: Http, job: Job, submitted: dict[str, Any], deadline: float, started: float,
+          expected_s: float | None) -> tuple[str, dict[str, Any], float]:
+    """Poll a job until it is done (see `poll_wait`); return its id, final status and the last wait."""
+    job_id = submitted.get(job.id_field)
+    if not isinstance(job_id, str) or not job_id:
+        raise BadOutput(f"the submit's answer has no job id ({job.id_field!r}): {str(submitted)[:300]}")
+    path = job.status_path.format(id=job_id)
+    what = f"GET {path}"
+    status, wait = submitted, 0.0
+    while status.get("status") != job.done and status.get("status") not in job.failed:
         wait = poll_wait(time.perf_counter() - started, expected_s, wait)
         if time.monotonic() + wait > deadline:
-            raise RequestTimeout(f"video job {job['id']} still {job.get('status')!r} at the deadline")
+            raise RequestTimeout(f"job {job_id} still {status.get('status')!r} at the deadline")
         time.sleep(wait)
-        job = _json(_checked(call(http, "GET", f"{request.path}/{job['id']}", POLL_MAX_S * 20, what), what), what)
-    if job["status"] == "failed":
-        message = (job.get("error") or {}).get("message", "no message")
-        raise RequestFailed(f"video job {job['id']} failed on the server: {message}")
-    return job, wait
+        status = _json(_checked(call(http, "GET", path, POLL_MAX_S * 20, what), what), what)
+    if status["status"] != job.done:
+        raise RequestFailed(f"job {job_id} {status['status']} on the server: {job.error(status)}")
+    return job_id, status, wait
 
 
 def _post(http: Http, request: Request, timeout_s: float, what: str) -> Response:
@@ -189,38 +233,48 @@ def send(http: Http, request: Request, timeout_s: float, expected_s: float | Non
 
     Parsing, decoding and checking the output come after the clock: they measure this client,
     not the engine, and still fail the request when they fail. `expected_s` is the fastest the
-    same request took before: video polling uses it.
+    same request took before: job polling uses it.
     """
+    for upload in request.uploads:
+        _checked(call(http, "POST", upload.path, timeout_s, f"POST {upload.path}", fields=upload.fields),
+                 f"POST {upload.path}")
     what = f"POST {request.path}"
     started = time.perf_counter()
     deadline = time.monotonic() + timeout_s
-    poll_bound_s: float | None = None
     response = _post(http, request, timeout_s, what)
-    if request.output == "image" or request.video_mode == "sync":
-        latency_s, output = time.perf_counter() - started, response
+    if request.job is None:
+        latency_s = time.perf_counter() - started
         _checked(response, what)
         body = _json(response, what) if request.output == "image" else {}
+        content = _image_bytes(body, what) if request.output == "image" else response.data
         poll_bound_s = None if request.output == "image" else 0.0
     else:
-        body, poll_bound_s = _poll_video(http, request, _json(_checked(response, what), what), deadline, started,
-                                         expected_s)
-        remaining = max(deadline - time.monotonic(), 1.0)
-        output = call(http, "GET", f"{request.path}/{body['id']}/content", remaining, "GET content")
+        job = request.job
+        _checked(response, what, job.refusal)
+        job_id, body, poll_bound_s = _poll(http, job, _json(response, what), deadline, started, expected_s)
+        path = job.output_path(job_id, body)
+        output = call(http, "GET", path, max(deadline - time.monotonic(), 1.0), f"GET {path}")
         latency_s = time.perf_counter() - started
-        _checked(output, "GET content")
-    if request.output == "image":
-        decoded = media.decode_image(_image_bytes(body, what))
-    else:
-        decoded = media.decode_video(output.data)
+        content = _checked(output, f"GET {path}").data
+    decoded = media.decode_image(content) if request.output == "image" else media.decode_video(content)
     headers = {name.lower(): value for name, value in response.headers.items()}
     return Output(latency_s, decoded, body, headers, poll_bound_s)
 
 
+def _described_field(value: Any) -> Any:
+    if isinstance(value, tuple):
+        filename, content, _ = value
+        return {"filename": filename, "bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+    return value
+
+
 def describe(request: Request) -> dict[str, Any]:
     """What a request sends, as stored with its result: files replaced by their size and hash."""
-    files = {name: {"filename": filename, "bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
-             for name, (filename, content, _) in (request.files or {}).items()}
-    described: dict[str, Any] = {"path": request.path, "json": request.json, "form": request.data, "files": files}
+    files = {name: _described_field(file) for name, file in (request.files or {}).items()}
+    uploads = [{"path": upload.path, "fields": {name: _described_field(value) for name, value in upload.fields.items()}}
+               for upload in request.uploads]
+    described: dict[str, Any] = {"path": request.path, "json": request.json, "form": request.data, "files": files,
+                                 "uploads": uploads}
     return {k: v for k, v in described.items() if v}
 
 

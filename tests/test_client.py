@@ -4,85 +4,29 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 from PIL import Image
+from scripted import Answer, answering, serving
 
 from diffbench import media
 from diffbench.client import POLL_FINE_S, POLL_MAX_S, Http, Request, connect, poll_wait, send
+from diffbench.engines.sglang import VIDEO_JOB
 from diffbench.errors import BadOutput, RequestFailed, RequestTimeout
 from diffbench.launcher import free_port
 
 IMAGE_REQUEST = Request("/v1/images/generations", "image", json={"prompt": "x"})
-VIDEO_REQUEST = Request("/v1/videos", "video", "poll", json={"prompt": "x"})
+VIDEO_REQUEST = Request("/v1/videos", "video", json={"prompt": "x"}, job=VIDEO_JOB)
 
 
 def png(pixels: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int = 200
-    content: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-
-    @classmethod
-    def of(cls, body: object, status: int = 200) -> Answer:
-        return cls(status, json.dumps(body).encode(), {"Content-Type": "application/json"})
-
-
-Handler = Callable[[str, str, bytes], Answer]
-
-
-@contextmanager
-def serving(handler: Handler) -> Iterator[Http]:
-    """A real HTTP/1.1 server on a free port answering each request with `handler(method, path, body)`."""
-
-    class Scripted(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _answer(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            answer = handler(self.command, self.path, body)
-            time.sleep(answer.delay_s)
-            self.send_response(answer.status)
-            for name, value in answer.headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(answer.content)))
-            self.end_headers()
-            self.wfile.write(answer.content)
-
-        do_GET = do_POST = _answer
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Scripted)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    http = connect(f"http://127.0.0.1:{server.server_port}")
-    try:
-        yield http
-    finally:
-        http.close()
-        server.shutdown()
-        server.server_close()
-
-
-def answering(answer: Answer) -> Handler:
-    return lambda method, path, body: answer
 
 
 def test_image_is_decoded_and_timed() -> None:
@@ -133,7 +77,7 @@ def test_a_form_request_reaches_the_server_as_multipart_with_its_file() -> None:
         return Answer(200, media.encode_video(np.random.default_rng(4).integers(0, 255, (3, 16, 16, 3),
                                                                                 dtype=np.uint8), 8))
 
-    form = Request("/v1/videos/sync", "video", "sync", data={"prompt": "a lighthouse"},
+    form = Request("/v1/videos/sync", "video", data={"prompt": "a lighthouse"},
                    files={"image": ("input.png", b"\x89PNG-bytes", "image/png")})
     with serving(record) as http:
         send(http, form, 5)
@@ -203,7 +147,7 @@ def test_video_job_past_its_deadline_times_out() -> None:
 def test_sync_video_needs_no_polling() -> None:
     video = media.encode_video(np.random.default_rng(2).integers(0, 255, (9, 16, 16, 3), dtype=np.uint8), 8)
     with serving(answering(Answer(200, video, {"X-Inference-Time-S": "0.7"}))) as http:
-        output = send(http, Request("/v1/videos/sync", "video", "sync", data={"prompt": "x"}), 5)
+        output = send(http, Request("/v1/videos/sync", "video", data={"prompt": "x"}), 5)
     assert (output.decoded.num_frames, output.poll_bound_s, output.headers["x-inference-time-s"]) == (9, 0.0, "0.7")
 
 

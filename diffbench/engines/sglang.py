@@ -24,6 +24,8 @@ BOOLEAN_VALUES = ("true", "false")
 # A perf dump is written after the forward pass, before the HTTP answer; it may lag a little.
 PERF_DUMP_WAIT_S = 5.0
 BROKER_OFFSET, MASTER_OFFSET, SCHEDULER_OFFSET = 1, 5, 55
+# POST /v1/videos answers a job; GET /v1/videos/{id} its state, /content the MP4 once it is completed.
+VIDEO_JOB = client.Job("/v1/videos/{id}", lambda job_id, _: f"/v1/videos/{job_id}/content")
 
 
 def cfg_degree(args: list[str]) -> tuple[int, str | None]:
@@ -114,11 +116,11 @@ class SGLangEngine(Engine):
         fields = generation_fields(pair, model, perf_dump_path=str(perf_dump_path) if perf_dump_path else None)
         path = self.endpoint(pair)
         output = "video" if pair.case.is_video else "image"
-        mode = "poll" if pair.case.is_video else None
+        job = VIDEO_JOB if pair.case.is_video else None
         if not pair.case.needs_image:
-            return client.Request(path, output, mode, json=fields)
+            return client.Request(path, output, json=fields, job=job)
         file_field = "input_reference" if pair.case.is_video else "image"
-        return client.Request(path, output, mode, data=form_fields(fields), files={file_field: image_part(image)})
+        return client.Request(path, output, data=form_fields(fields), files={file_field: image_part(image)}, job=job)
 
     def read_perf_dump(self, path: Path) -> perf_dump.PerfDump | None:
         return perf_dump.read(path, PERF_DUMP_WAIT_S)

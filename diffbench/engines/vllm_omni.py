@@ -89,7 +89,7 @@ class VllmOmniEngine(Engine):
         path = self.endpoint(pair)
         if case.is_video:
             files = {"input_reference": image_part(image)} if case.needs_image else None
-            return client.Request(path, "video", "sync", data=form_fields(generation_fields(pair, model)), files=files)
+            return client.Request(path, "video", data=form_fields(generation_fields(pair, model)), files=files)
         # Image responses carry no inference time; stage metrics carry the server's generation time.
         fields = generation_fields(pair, model, return_stage_metrics=True)
         if case.task == "image-edit":

@@ -12,7 +12,7 @@ from diffbench import perf_dump
 from diffbench.client import Output, Sample, with_perf_dump
 from diffbench.config import load_matrix
 from diffbench.engines.base import ServerSpec
-from diffbench.engines.sglang import SGLangEngine
+from diffbench.engines.sglang import VIDEO_JOB, SGLangEngine
 from diffbench.media import Decoded
 
 from conftest import SGLANG_CONFIGS, make_pair, make_spec
@@ -130,7 +130,7 @@ def test_text_to_video_is_json_and_polled() -> None:
     pair = make_pair(task="text-to-video", width=1280, height=720, num_frames=81, fps=16,
                      sglang_request_extra={"flow_shift": 12.0, "num_frames": None})
     request = ENGINE.request(pair, "org/model", None, None)
-    assert (request.path, request.output, request.video_mode) == ("/v1/videos", "video", "poll")
+    assert (request.path, request.output, request.job) == ("/v1/videos", "video", VIDEO_JOB)
     # A None in sglang's request extras means "leave it to the model", as in sglang's own runner.
     assert request.json == {"model": "org/model", "prompt": "a cat", "size": "1280x720", "fps": 16,
                             "flow_shift": 12.0}
@@ -140,7 +140,7 @@ def test_text_to_video_is_json_and_polled() -> None:
 def test_image_conditioned_video_sends_input_reference(task: str) -> None:
     pair = make_pair(task=task, num_frames=81, reference_image=True)
     request = ENGINE.request(pair, "org/model", IMAGE, None)
-    assert request.path == "/v1/videos" and request.video_mode == "poll"
+    assert request.path == "/v1/videos" and request.job == VIDEO_JOB
     assert request.files == {"input_reference": ("input.png", IMAGE, "image/png")}
     assert request.data == {"model": "org/model", "prompt": "a cat", "num_frames": "81"}
 

@@ -56,7 +56,7 @@ def test_image_edit_payload() -> None:
 def test_video_uses_the_sync_endpoint_as_multipart(task: str) -> None:
     pair = make_pair("vllm-omni", task=task, width=832, height=480, num_frames=33, fps=16)
     request = ENGINE.request(pair, "org/model", IMAGE, None)
-    assert (request.path, request.output, request.video_mode) == ("/v1/videos/sync", "video", "sync")
+    assert (request.path, request.output, request.job) == ("/v1/videos/sync", "video", None)
     assert request.json is None
     assert request.data == {"model": "org/model", "prompt": "a cat", "size": "832x480", "num_frames": "33",
                             "fps": "16"}
