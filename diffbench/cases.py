@@ -134,7 +134,8 @@ class Case(_Strict):
     frameworks: dict[str, dict[str, Any]] = Field(
         min_length=1, description="Framework name to its options; each engine validates its own."
     )
-    comfyui_workflow: str | None = Field(None, description="Ignored: used by the comfyui runner we do not have.")
+    comfyui_workflow: str | None = Field(
+        None, description="sglang's own ComfyUI graph file; comfyui keeps such a case as not run.")
 
     @property
     def is_video(self) -> bool:
@@ -203,7 +204,7 @@ class Matrix(_Strict):
     deadlines: Deadlines = Deadlines()
     baseline: str | None = Field(None, description="Framework the others are compared to.")
     not_run: list[str] = Field(
-        default_factory=list, description="Frameworks with no adapter, kept as not run (lightx2v, comfyui always are)."
+        default_factory=list, description="Frameworks with no adapter, kept as not run."
     )
     comment: str | None = Field(None, alias="_comment")
 

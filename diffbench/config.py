@@ -21,18 +21,24 @@ from diffbench.redaction import carries_credentials
 
 LOCAL_PREFIXES = ("/", "./", "../", "~")
 BUILD_KINDS = ("pip", "image", "python")
-# Frameworks of sglang's comparison that have no adapter here yet: their cases load, reported as not run.
-WITHOUT_ADAPTER = frozenset({"lightx2v", "comfyui"})
+
+
+@dataclass(frozen=True)
+class NotRun:
+    """Why a (case, framework) of the file is kept but never measured."""
+
+    error_class: str
+    message: str
 
 
 @dataclass(frozen=True)
 class CaseMatrix:
-    """A validated matrix: its resolved (case, framework) pairs and what has no adapter."""
+    """A validated matrix: its resolved (case, framework) pairs, and those kept but not run, with why."""
 
     path: Path
     matrix: Matrix
     pairs: tuple[Pair, ...]
-    unsupported: tuple[tuple[str, str], ...]
+    unsupported: dict[tuple[str, str], NotRun]
 
     def select(self, cases: list[str] | None = None, frameworks: list[str] | None = None) -> list[Pair]:
         """The pairs of the named cases and frameworks (all when None), in file order."""
@@ -47,9 +53,10 @@ class CaseMatrix:
         return [p for p in self.pairs
                 if (cases is None or p.case.id in cases) and (frameworks is None or p.framework in frameworks)]
 
-    def not_run(self, cases: list[str] | None = None, frameworks: list[str] | None = None) -> list[tuple[str, str]]:
-        """The (case, framework) pairs of the selection that have no adapter: reported, never measured."""
-        return [(case_id, fw) for case_id, fw in self.unsupported
+    def not_run(self, cases: list[str] | None = None,
+                frameworks: list[str] | None = None) -> list[tuple[str, str, NotRun]]:
+        """The (case, framework, why) of the selection that are kept but not run: reported, never measured."""
+        return [(case_id, fw, why) for (case_id, fw), why in self.unsupported.items()
                 if (cases is None or case_id in cases) and (frameworks is None or fw in frameworks)]
 
 
@@ -125,7 +132,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             for options in (case.get("frameworks") or {}).values():
                 if not isinstance(options, dict):
                     continue
-                for key in ("model", "python"):
+                for key in ("model", "python", "python_bin", "comfy_root"):
                     if key in options:
                         options[key] = _localised(options[key], base)
                 if isinstance(options.get("pip"), str):
@@ -205,7 +212,8 @@ def load_matrix(path: Path | str, builds: dict[str, str] | None = None) -> CaseM
     except ValidationError as exc:
         problems += [_problem(path.name, raw_cases, tuple(e["loc"]), _describe(e)) for e in exc.errors()]
         raise ConfigError(problems) from exc
-    pairs, unsupported = [], []
+    pairs: list[Pair] = []
+    unsupported: dict[tuple[str, str], NotRun] = {}
     for index, case in enumerate(matrix.cases):
         for framework, raw_options in case.frameworks.items():
             loc = ("cases", index, "frameworks", framework)
@@ -215,14 +223,14 @@ def load_matrix(path: Path | str, builds: dict[str, str] | None = None) -> CaseM
                 problems.append(_problem(path.name, raw_cases, (*loc, "engine"),
                                          f"no engine {raw_options['engine']!r}; have: {have}"))
                 continue
-            if engine is None and framework not in WITHOUT_ADAPTER | set(matrix.not_run):
-                near = difflib.get_close_matches(framework, [*ENGINES, *WITHOUT_ADAPTER], n=1)
+            if engine is None and framework not in matrix.not_run:
+                near = difflib.get_close_matches(framework, list(ENGINES), n=1)
                 hint = f"did you mean {near[0]!r}? " if near else ""
                 problems.append(_problem(path.name, raw_cases, loc, f"no adapter for {framework!r}; {hint}have: "
                                          f"{', '.join(sorted(ENGINES))} (list it under not_run to keep it unrun)"))
                 continue
             if engine is None:
-                unsupported.append((case.id, framework))
+                unsupported[(case.id, framework)] = NotRun("no_adapter", f"diffbench has no adapter for {framework}")
                 continue
             try:
                 options = engine.options.model_validate(raw_options)
@@ -230,6 +238,11 @@ def load_matrix(path: Path | str, builds: dict[str, str] | None = None) -> CaseM
                 problems += [_problem(path.name, raw_cases, loc + tuple(e["loc"]), _describe(e)) for e in exc.errors()]
                 continue
             pair = resolve(matrix, case, framework, options)
+            if reason := engine().not_run_reason(pair):
+                unsupported[(case.id, framework)] = NotRun("unsupported", reason)
+                continue
+            problems += [_problem(path.name, raw_cases, (*loc, name), f"{framework}: {message}")
+                         for name, message in engine().option_problems(pair)]
             if problem := engine().gpu_problem(pair):
                 field = loc + ("num_gpus",) if options.num_gpus else ("cases", index, "num_gpus")
                 problems.append(_problem(path.name, raw_cases, field, f"{framework}: {problem}"))
@@ -239,4 +252,4 @@ def load_matrix(path: Path | str, builds: dict[str, str] | None = None) -> CaseM
         problems.append(f"{path.name}: baseline: no case runs framework {matrix.baseline!r}")
     if problems:
         raise ConfigError(problems)
-    return CaseMatrix(path, matrix, tuple(pairs), tuple(unsupported))
+    return CaseMatrix(path, matrix, tuple(pairs), unsupported)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,29 +35,8 @@ def is_local(model: str) -> bool:
     return model.startswith(("/", "~"))
 
 
-def download_model(model: str, revision: str | None, cache_dir: Path | None, token: str | None) -> Download:
-    """A local path as is, or a hub snapshot at `revision`; errors say whether retrying helps."""
-    started = time.monotonic()
-    if is_local(model):
-        path = Path(model).expanduser()
-        if not path.is_dir():
-            raise DownloadError(f"model {model}: no such directory")
-        check_pipeline(path, model)
-        return Download(str(path), LOCAL_REVISION, time.monotonic() - started)
-    try:
-        folder = snapshot_download(repo_id=model, revision=revision, cache_dir=cache_dir, token=token)
-    except (RepositoryNotFoundError, RevisionNotFoundError, GatedRepoError) as exc:
-        # The message names the repo and revision; huggingface_hub never puts the token in it.
-        raise DownloadError(f"model {model}@{revision or 'main'}: {type(exc).__name__}: {exc}") from exc
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-        raise DownloadError(f"model {model}@{revision or 'main'}: {type(exc).__name__}: {exc}", retryable=True) from exc
-    check_pipeline(Path(folder), model)
-    # A snapshot folder is named after the commit it holds.
-    return Download(folder, Path(folder).name, time.monotonic() - started)
-
-
 def check_pipeline(path: Path, model: str) -> None:
-    """Refuse a folder no engine can load: no `model_index.json`, or one that names no pipeline class.
+    """Refuse a folder no diffusers-based engine can load: no `model_index.json`, or one naming no pipeline class.
 
     Caught here, it fails the case once; found by the server, it would cost a launch per retry.
     """
@@ -69,3 +49,29 @@ def check_pipeline(path: Path, model: str) -> None:
         raise DownloadError(f"model {model}: model_index.json does not read as JSON: {exc}") from exc
     if not isinstance(document, dict) or not isinstance(document.get("_class_name"), str):
         raise DownloadError(f"model {model}: model_index.json names no pipeline (_class_name)")
+
+
+
+def download_model(model: str, revision: str | None, cache_dir: Path | None, token: str | None,
+                   check: Callable[[Path, str], None] = check_pipeline) -> Download:
+    """A local path as is, or a hub snapshot at `revision`, refused by `check` if no engine could load it.
+
+    Errors say whether retrying helps.
+    """
+    started = time.monotonic()
+    if is_local(model):
+        path = Path(model).expanduser()
+        if not path.is_dir():
+            raise DownloadError(f"model {model}: no such directory")
+        check(path, model)
+        return Download(str(path), LOCAL_REVISION, time.monotonic() - started)
+    try:
+        folder = snapshot_download(repo_id=model, revision=revision, cache_dir=cache_dir, token=token)
+    except (RepositoryNotFoundError, RevisionNotFoundError, GatedRepoError) as exc:
+        # The message names the repo and revision; huggingface_hub never puts the token in it.
+        raise DownloadError(f"model {model}@{revision or 'main'}: {type(exc).__name__}: {exc}") from exc
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        raise DownloadError(f"model {model}@{revision or 'main'}: {type(exc).__name__}: {exc}", retryable=True) from exc
+    check(Path(folder), model)
+    # A snapshot folder is named after the commit it holds.
+    return Download(folder, Path(folder).name, time.monotonic() - started)

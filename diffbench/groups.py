@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 
 from diffbench.cases import Pair
+from diffbench.engines import ENGINES
 from diffbench.results import METHODOLOGY, series_key
 
 
@@ -40,8 +41,9 @@ class ServerGroup:
 def server_key(pair: Pair) -> str:
     options = pair.options
     where = options.model_dump(mode="json", include={"launcher", "python", "pip"})
+    alone = None if ENGINES[pair.engine].shares_server else pair.case.id
     return json.dumps([pair.framework, pair.engine, pair.model, pair.case.revision, pair.num_gpus,
-                       options.serve_args, options.extra_env, where], sort_keys=True)
+                       options.serve_args, options.extra_env, where, alone], sort_keys=True)
 
 
 def server_groups(pairs: list[Pair]) -> list[ServerGroup]:

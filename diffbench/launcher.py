@@ -107,6 +107,7 @@ class Server:
         workdir.mkdir(parents=True, exist_ok=True)
         labels = {"diffbench.case": spec.pair.case.id, "diffbench.framework": spec.pair.framework,
                   "diffbench.what": f"{spec.pair.framework} server for case {spec.pair.case.id!r}"} | (labels or {})
+        engine.prepare(spec, workdir)
         argv, log_path = environment.argv(engine.command(spec)), workdir / "server.log"
         offset = log_path.stat().st_size if log_path.exists() else 0
         launcher = spec.pair.options.launcher
@@ -118,7 +119,7 @@ class Server:
             kwargs = container_kwargs(launcher, argv, env, labels, spec.gpus, mounts, spec.port, workdir)
             return cls(engine, spec, ContainerHandle.start(launcher, kwargs, log_path), workdir, argv, offset)
         server = cls(engine, spec, ProcessHandle.start(argv, env, log_path, labels), workdir, argv, offset)
-        server.engine_version = environment.version(engine.package, argv[0])
+        server.engine_version = engine.version(spec, environment, argv[0])
         server.engine_packages = environment.packages_sha256(argv[0])
         return server
 
@@ -184,19 +185,12 @@ class Server:
     def _ready_state(self) -> str | None:
         """None when ready, else what is still missing."""
         try:
-            health = client.call(self.http, "GET", "/health", 1.0, "GET /health")
-            if health.status != 200:
-                return f"/health answers {health.status}"
-            listed = [m.get("id") for m in client.call(self.http, "GET", "/v1/models", 1.0, "GET /v1/models").json()
-                      .get("data", [])]
+            return self.engine.ready_problem(self.http, self.spec)
         except (RequestFailed, ValueError, AttributeError) as exc:
             return f"not answering ({type(exc).__name__})"
-        if self.spec.model_path not in listed:
-            return f"healthy, but /v1/models lists {listed}, not {self.spec.model_path!r}"
-        return None
 
     def wait_ready(self, deadline_s: float | None = None) -> float:
-        """Block until healthy with the model listed; return seconds waited."""
+        """Block until the engine says the server is ready for its cases; return seconds waited."""
         deadline_s = deadline_s if deadline_s is not None else self.spec.pair.deadlines.ready_s
         started = time.monotonic()
         while True:

@@ -18,6 +18,7 @@ from typing import Any
 from diffbench import load, telemetry
 from diffbench.cases import Case, Pair
 from diffbench.client import Sample, describe, with_perf_dump
+from diffbench.config import NotRun
 from diffbench.download import Download
 from diffbench.engines import ENGINES, ServerSpec
 from diffbench.engines.environments import EngineEnvironment
@@ -200,16 +201,15 @@ class CaseRecord:
             return None  # an image task whose input image never arrived
 
 
-def not_run_result(case: Case, framework: str, hardware: str, host: str | None) -> CaseResult:
-    """A framework of the config that diffbench has no adapter for: reported, never measured."""
+def not_run_result(case: Case, framework: str, why: NotRun, hardware: str, host: str | None) -> CaseResult:
+    """A (case, framework) of the config that is kept but not run (no adapter, or a case it cannot serve)."""
     now = datetime.now(UTC)
     controls = case.model_dump(mode="json", exclude={"id", "frameworks"}) | {"framework": framework}
     return CaseResult(
         case_id=case.id, framework=framework, engine=framework, status="not_run",
         config_hash=hashlib.sha256(json.dumps(controls, sort_keys=True).encode()).hexdigest()[:16],
         methodology=METHODOLOGY, hardware=hardware, model=case.model, num_gpus=case.num_gpus, task=case.task,
-        started_at=now, finished_at=now, host=host, error_class="no_adapter",
-        error_message=f"diffbench has no adapter for {framework}",
+        started_at=now, finished_at=now, host=host, error_class=why.error_class, error_message=why.message,
     )
 
 

@@ -136,18 +136,18 @@ def build_plan(
             config_hash=pair.config_hash, argv=engine.command(spec), env=engine.environment(spec),
             endpoint=engine.endpoint(pair), request={k: v for k, v in request.items() if v is not None},
             container=container_spec(pair),
-            notes=gpu_notes.get((case.id, pair.framework), []) + _shape_notes(matrix, pair),
+            notes=gpu_notes.get((case.id, pair.framework), []) + _shape_notes(matrix, pair) + engine.plan_notes(pair),
         ))
     if check_with is not None:
         rows = _parser_notes(pairs, rows, check_with)
-    for case_id, framework in matrix.unsupported:
-        if (cases is None or case_id in cases) and (frameworks is None or framework in frameworks):
-            case = next(c for c in matrix.matrix.cases if c.id == case_id)
-            rows.append(PlanRow(
-                case=case_id, framework=framework, engine=None, runnable=False,
-                num_gpus=case.frameworks[framework].get("num_gpus", case.num_gpus),
-                notes=[f"no adapter for {framework!r} (have: {', '.join(sorted(ENGINES))}): kept, not run"],
-            ))
+    for case_id, framework, why in matrix.not_run(cases, frameworks):
+        case = next(c for c in matrix.matrix.cases if c.id == case_id)
+        note = (f"no adapter for {framework!r} (have: {', '.join(sorted(ENGINES))}): kept, not run"
+                if why.error_class == "no_adapter" else f"{why.message}: kept, not run")
+        rows.append(PlanRow(
+            case=case_id, framework=framework, engine=None, runnable=False,
+            num_gpus=case.frameworks[framework].get("num_gpus", case.num_gpus), notes=[note],
+        ))
     return rows
 
 

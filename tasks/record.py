@@ -14,7 +14,7 @@ from prefect.exceptions import TerminationSignal
 
 import diffbench
 from diffbench.cases import Pair
-from diffbench.config import CaseMatrix
+from diffbench.config import CaseMatrix, NotRun
 from diffbench.errors import StorageUnavailable
 from diffbench.gpus import Hardware
 from diffbench.launcher import reap_leftovers, stop_reason
@@ -28,12 +28,12 @@ from diffbench.storage.store import redacted
 
 
 @task(task_run_name="start run", cache_policy=NO_CACHE)
-def start_run(recorder: Recorder, matrix: CaseMatrix, pairs: list[Pair], without_adapter: list[tuple[str, str]],
+def start_run(recorder: Recorder, matrix: CaseMatrix, pairs: list[Pair], not_run: list[tuple[str, str, NotRun]],
               trigger: Trigger, label: str | None, hardware: Hardware, settings: Settings,
               pull_request: int | None = None) -> RunInfo:
     """Close what a killed run left behind, then record the run and its plan (idempotent per flow run).
 
-    Every pair is stored `pending` and every (case, framework) `without_adapter` `not_run`, so a run
+    Every pair is stored `pending` and every (case, framework) of `not_run` as not run, so a run
     that stops halfway still lists each case it did not finish.
     """
     logger = get_run_logger()
@@ -53,13 +53,12 @@ def start_run(recorder: Recorder, matrix: CaseMatrix, pairs: list[Pair], without
     )
     stored = recorder.open_run(run)
     cases = {case.id: case for case in matrix.matrix.cases}
-    not_run = [not_run_result(cases[case_id], framework, hardware.gpu_model, settings.host_label)
-               for case_id, framework in without_adapter]
-    for result in not_run:
-        logger.warning("%s/%s: not run, diffbench has no adapter for %s", result.case_id, result.framework,
-                       result.framework)
+    kept = [not_run_result(cases[case_id], framework, why, hardware.gpu_model, settings.host_label)
+            for case_id, framework, why in not_run]
+    for result in kept:
+        logger.warning("%s/%s: not run: %s", result.case_id, result.framework, result.error_message)
     recorder.record_all(run.id, [CaseRecord(p, hardware.gpu_model, settings.host_label).result("pending")
-                                 for p in pairs] + not_run)
+                                 for p in pairs] + kept)
     logger.info("run %s (%s) on %s, %s; results go to %s%s", run.id, trigger, run.host, hardware.gpu_model,
                 redacted(recorder.url), "" if stored else " (database unreachable: spooled)")
     return run

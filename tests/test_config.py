@@ -30,10 +30,13 @@ def test_every_sglang_config_loads_unchanged(path: Path) -> None:
     assert planned == declared
 
 
-def test_unknown_frameworks_are_kept_and_reported() -> None:
+def test_a_case_its_engine_cannot_launch_as_given_is_kept_and_reported_with_why() -> None:
+    """sglang's LightX2V cases get 4 GPUs with no parallel block: LightX2V would refuse to start."""
     cross = next(p for p in SGLANG_CONFIGS if "cross-framework" in p.name)
     matrix = load_matrix(cross)
-    assert ("wan22_t2v_a14b_720p", "lightx2v") in matrix.unsupported
+    why = matrix.unsupported[("wan22_t2v_a14b_720p", "lightx2v")]
+    assert why.error_class == "unsupported" and "it gets 4 GPU(s), but lightx2v_config's parallel block spans 1" \
+        in why.message
     assert {p.framework for p in matrix.pairs} == {"sglang", "vllm-omni"}
 
 
@@ -146,17 +149,19 @@ def test_a_framework_without_adapter_is_refused_unless_kept_as_not_run(write_con
     """A typo was silently dropped by `run` (issue: runs that end cleanly)."""
     typo = write_config("""
         cases:
-          - {id: c, model: m, task: text-to-image, frameworks: {vllm_omni: {}, lightx2v: {}, sglang: {}}}
+          - {id: c, model: m, task: text-to-image, frameworks: {vllm_omni: {}, xdit: {}, sglang: {}}}
         """)
     assert problems_of(typo) == [
         "nightly.yaml: case 'c': frameworks.vllm_omni: no adapter for 'vllm_omni'; did you mean 'vllm-omni'? have: "
-        "diffusers, sglang, vllm-omni (list it under not_run to keep it unrun)"]
+        "comfyui, diffusers, lightx2v, sglang, vllm-omni (list it under not_run to keep it unrun)",
+        "nightly.yaml: case 'c': frameworks.xdit: no adapter for 'xdit'; have: comfyui, diffusers, lightx2v, sglang, "
+        "vllm-omni (list it under not_run to keep it unrun)"]
     kept = write_config("""
-        not_run: [tensorrt-diffusion]
+        not_run: [tensorrt-diffusion, xdit]
         cases:
-          - {id: c, model: m, task: text-to-image, frameworks: {tensorrt-diffusion: {}, lightx2v: {}, sglang: {}}}
+          - {id: c, model: m, task: text-to-image, frameworks: {tensorrt-diffusion: {}, xdit: {}, sglang: {}}}
         """)
-    assert load_matrix(kept).unsupported == (("c", "tensorrt-diffusion"), ("c", "lightx2v"))
+    assert tuple(load_matrix(kept).unsupported) == (("c", "tensorrt-diffusion"), ("c", "xdit"))
 
 
 def test_shapes_are_whole_multiples_of_16_within_bounds(write_config) -> None:

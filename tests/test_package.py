@@ -28,7 +28,8 @@ def test_diffbench_never_imports_prefect(module: Path) -> None:
 
 def test_engines_are_listed_under_their_own_names() -> None:
     assert {name: cls.name for name, cls in engines.ENGINES.items()} == {
-        "sglang": "sglang", "vllm-omni": "vllm-omni", "diffusers": "diffusers"}
+        "sglang": "sglang", "vllm-omni": "vllm-omni", "diffusers": "diffusers", "comfyui": "comfyui",
+        "lightx2v": "lightx2v"}
 
 
 def test_base_methods_name_themselves_when_missing() -> None:

@@ -37,7 +37,7 @@ def test_gpu_mismatch_within_a_case_is_shown() -> None:
         assert by_framework[framework].notes == [
             "GPU counts differ within this case (sglang 4, vllm-omni 1): not like for like"]
     assert not by_framework["lightx2v"].runnable
-    assert "no adapter for 'lightx2v'" in by_framework["lightx2v"].notes[0]
+    assert "lightx2v_config's parallel block spans 1" in by_framework["lightx2v"].notes[0]
     assert build_plan(load_matrix(CROSS), cases=["flux1_dev_t2i_1024"])[0].notes == []
 
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from diffbench import client, perf_dump
+from diffbench import client, download, perf_dump
 from diffbench.cases import FrameworkOptions, Pair
+from diffbench.engines.environments import EngineEnvironment
 
 MAX_GPUS_PER_HOST = 8
 
@@ -105,6 +106,8 @@ class Engine:
     # The distribution whose version identifies the engine's build.
     package: ClassVar[str | None] = None
     uses_perf_dump: ClassVar[bool] = False
+    # Whether cases with the same launch may share a server; not where the server's config holds case values.
+    shares_server: ClassVar[bool] = True
 
     def command(self, spec: ServerSpec) -> list[str]:
         """The exact argv that starts the server; argv[0] is looked up in the engine's environment."""
@@ -118,12 +121,49 @@ class Engine:
         """Ports the server opens beside its HTTP port, as offsets from it; the launcher keeps them free."""
         return ()
 
+    def check_model(self, pair: Pair, path: Path) -> None:
+        """Raise DownloadError if the model folder at `path` is not one this engine can serve `pair` from."""
+        download.check_pipeline(path, pair.model)
+
+    def prepare(self, spec: ServerSpec, workdir: Path) -> None:
+        """Write what the server reads at start into `workdir`, its cwd (its argv names them relative to it)."""
+
+    def ready_problem(self, http: client.Http, spec: ServerSpec) -> str | None:
+        """None once the server can take `spec`'s requests, else what it still lacks.
+
+        The OpenAI-style servers are ready when healthy and listing the model they were started with.
+        """
+        health = client.call(http, "GET", "/health", 1.0, "GET /health")
+        if health.status != 200:
+            return f"/health answers {health.status}"
+        listed = [m.get("id") for m in client.call(http, "GET", "/v1/models", 1.0, "GET /v1/models").json()
+                  .get("data", [])]
+        if spec.model_path not in listed:
+            return f"healthy, but /v1/models lists {listed}, not {spec.model_path!r}"
+        return None
+
     def environment(self, spec: ServerSpec) -> dict[str, str]:
         """Environment added to the launcher's own for this server."""
         env = dict(spec.pair.options.extra_env)
         if spec.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.gpus))
         return env
+
+    def version(self, spec: ServerSpec, environment: EngineEnvironment, program: str) -> str | None:
+        """The engine build `program` runs, from its package's version in `environment`."""
+        return environment.version(self.package, program)
+
+    def option_problems(self, pair: Pair) -> list[tuple[str, str]]:
+        """(option name, message) for each of `pair`'s framework options this engine cannot run the case with."""
+        return []
+
+    def plan_notes(self, pair: Pair) -> list[str]:
+        """What `plan` should say about how this engine runs `pair`, e.g. where it cannot match the others."""
+        return []
+
+    def not_run_reason(self, pair: Pair) -> str | None:
+        """Why `pair` is kept but not run (a case this engine has no way to serve), or None."""
+        return None
 
     def gpu_problem(self, pair: Pair) -> str | None:
         """Why this engine cannot run `pair` on `pair.num_gpus` GPUs, or None if it can."""

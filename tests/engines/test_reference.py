@@ -43,7 +43,8 @@ def test_requests_are_sglangs(task: str) -> None:
 
 def test_engines_are_listed_by_framework() -> None:
     assert {name: type(engine()).__name__ for name, engine in ENGINES.items()} == {
-        "sglang": "SGLangEngine", "vllm-omni": "VllmOmniEngine", "diffusers": "ReferenceEngine"}
+        "sglang": "SGLangEngine", "vllm-omni": "VllmOmniEngine", "diffusers": "ReferenceEngine",
+        "comfyui": "ComfyUIEngine", "lightx2v": "LightX2VEngine"}
 
 
 def test_it_runs_with_diffbenchs_own_python_unless_a_build_names_another(tmp_path) -> None:

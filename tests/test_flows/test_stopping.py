@@ -26,10 +26,11 @@ def endless(folder: Path, flux: Path, repeats: int = 100000) -> Path:
     path.write_text(textwrap.dedent(f"""
         measurement_repeats: {repeats}
         warmup_requests: 1
+        not_run: [xdit]
         deadlines: {{ready_s: 120, request_s: 60, case_minutes: 30}}
         cases:
           - {{id: flux_64, model: {flux}, task: text-to-image, width: 64, height: 64, num_inference_steps: 2,
-              frameworks: {{diffusers: {{serve_args: --device cpu}}, lightx2v: {{}}}}}}
+              frameworks: {{diffusers: {{serve_args: --device cpu}}, xdit: {{}}}}}}
           - {{id: flux_32, model: {flux}, task: text-to-image, width: 32, height: 32, num_inference_steps: 2,
               frameworks: {{diffusers: {{serve_args: --device cpu}}}}}}
         """))
@@ -129,7 +130,7 @@ def test_a_stopped_run_is_marked_cancelled_keeping_what_it_measured(tiny_models,
     assert (status, error_class) == ("failed", "cancelled") and n == stored >= 3, results
     assert f"stopped by {reason}" in message
     assert results[("flux_32", "diffusers")][:3] == ("failed", "cancelled", 0)
-    assert results[("flux_64", "lightx2v")][:2] == ("not_run", "no_adapter")
+    assert results[("flux_64", "xdit")][:2] == ("not_run", "no_adapter")
     assert not started_by(tmp_path) and not list(tmp_path.rglob("server.pid"))
     # The run's page says it is incomplete, and what was not run.
     assert main(["dashboard", "--run", run_id, "--out", str(tmp_path / "page"), "--database-url", run.url]) == 0

@@ -1,11 +1,12 @@
-"""Make a venv built from ``sglang-cpu.txt`` / ``vllm-omni-cpu.txt`` usable on a CPU-only machine (test-only).
+"""Make a venv built from a ``*-cpu.txt`` lock beside this file usable on a CPU-only machine (test-only).
 
-The lock files install the engines' real packages with ``--no-deps``; three things on PyPI are built for CUDA
-torch only and need a workaround on the CPU build ``torch==2.13.0+cpu``:
+The lock files (``sglang-cpu.txt``, ``vllm-omni-cpu.txt``, ``comfyui-cpu.txt``) install the engines' real packages
+with ``--no-deps``; three things on PyPI are built for CUDA torch only and need a workaround on the CPU build
+``torch==2.13.0+cpu``:
 
-* torchvision 0.28.0 (both engines): ``tv_cpu_shim.py``, loaded at start-up by ``zz_tv_cpu_shim.pth``.
-* torchaudio 2.11.0 (vllm-omni): its ``lib/*.so`` link ``libc10_cuda.so``; with them moved out of the
-  package, torchaudio imports and reports its extension as unavailable.
+* torchvision 0.28.0 (every engine): ``tv_cpu_shim.py``, loaded at start-up by ``zz_tv_cpu_shim.pth``.
+* torchaudio 2.11.x (vllm-omni, ComfyUI): its ``lib/*.so`` link ``libc10_cuda.so``; with them moved out of the
+  package, torchaudio imports and reports its extension as unavailable (enough for ComfyUI's audio nodes to load).
 * vllm-omni 0.30.0 ships no CPU platform: the ``omni_cpu_plugin`` project beside this file provides one.
 
 ``apply_cpu_shims`` is idempotent, so a test session can call it every time.
@@ -27,7 +28,8 @@ PTH_LINE = "import tv_cpu_shim\n"
 PLUGIN_DIR = HERE / "omni_cpu_plugin"
 PLUGIN_DIST = "omni-cpu-plugin"
 TORCHAUDIO_LIBS_DIR = "torchaudio-cuda-libs"
-FRAMEWORKS = ("sglang", "vllm-omni")
+FRAMEWORKS = ("sglang", "vllm-omni", "comfyui")
+TORCHAUDIO_USERS = ("vllm-omni", "comfyui")
 
 
 def apply_cpu_shims(python: Path, framework: str) -> None:
@@ -40,8 +42,9 @@ def apply_cpu_shims(python: Path, framework: str) -> None:
     venv = Path(python).absolute().parent.parent
     purelib = Path(_run_python(python, "import sysconfig; print(sysconfig.get_paths()['purelib'])"))
     _install_tv_shim(purelib)
-    if framework == "vllm-omni":
+    if framework in TORCHAUDIO_USERS:
         _move_torchaudio_libs(purelib, venv / TORCHAUDIO_LIBS_DIR)
+    if framework == "vllm-omni":
         _install_plugin(python)
 
 

@@ -1,0 +1,213 @@
+"""ComfyUI: `python main.py` from its source tree, a graph per case, and its job API.
+
+A request submits a graph (`POST /prompt`), follows the job (`GET /api/jobs/{id}`) and downloads
+the saved file (`GET /view`). ComfyUI answers an identical graph from its output cache, so every
+request carries a fresh nonce on each node but the model loaders: it does the whole work again
+without reloading a model. Models load at the first prompt, not at start: the warm-up request
+(at least one) is what loads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from pydantic import AliasChoices, Field
+
+from diffbench import client
+from diffbench.cases import FrameworkOptions, Pair
+from diffbench.engines.base import Engine, ServerSpec, image_part
+from diffbench.engines.comfyui_graphs import (
+    Graph,
+    ModelFiles,
+    model_files,
+    text_to_image,
+    video,
+    with_nonce,
+)
+from diffbench.engines.environments import EngineEnvironment
+from diffbench.errors import BadOutput, DownloadError
+
+# The server's own folders (input, output, user, custom nodes), relative to its cwd; the models are the case's.
+BASE_DIR = "comfyui"
+FOLDERS = ("custom_nodes", "input", "output", "user")
+# Metadata embeds the submitted graph, nonce included, in every file: equal requests would differ in their bytes.
+# The default database lives in the source tree, which may be read-only.
+FIXED_ARGS = ("--disable-auto-launch", "--disable-metadata", "--database-url", "sqlite:///:memory:")
+TASK_FILES = {
+    "text-to-image": ("checkpoint",),
+    "text-to-video": ("diffusion_model", "text_encoder", "vae"),
+    "image-to-video": ("diffusion_model", "text_encoder", "vae"),
+}
+
+
+class ComfyUIOptions(FrameworkOptions):
+    """Where ComfyUI's source is, and the model files of the case's graph (names under its models folder).
+
+    The case's model (or this framework's `model`) is a ComfyUI models folder: `checkpoints/`,
+    `diffusion_models/`, `text_encoders/`, `vae/`.
+    """
+
+    comfy_root: Path = Field(description="ComfyUI's source tree, the folder holding main.py.")
+    python: Path | None = Field(None, validation_alias=AliasChoices("python", "python_bin"),
+                                description="The Python that runs main.py (sglang's key: python_bin).")
+    checkpoint: str | None = Field(None, description="Text-to-image: a checkpoint with model, text encoder and VAE.")
+    diffusion_model: str | None = Field(None, description="Video: the diffusion model (UNETLoader).")
+    text_encoder: str | None = Field(None, description="Video: the text encoder (CLIPLoader).")
+    text_encoder_type: str = Field("wan", description="CLIPLoader's type for the text encoder.")
+    vae: str | None = Field(None, description="Video: the VAE (VAELoader).")
+    sampler: str = Field("euler", description="KSampler's sampler_name.")
+    scheduler: str | None = Field(None, description="KSampler scheduler; default normal for images, simple for video.")
+    workflow_vars: dict[str, Any] | None = Field(None, description="sglang's variables for its own graph files.")
+
+    @property
+    def files(self) -> ModelFiles:
+        return ModelFiles(self.checkpoint, self.diffusion_model, self.text_encoder, self.text_encoder_type, self.vae,
+                          self.sampler, self.scheduler)
+
+
+def refusal(body: bytes) -> str | None:
+    """A refused graph's node errors, one per line: node, class, input and what is wrong."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(answer, dict) or not isinstance(answer.get("error"), dict):
+        return None
+    lines = [str(answer["error"].get("message", "refused"))]
+    for node_id, node in (answer.get("node_errors") or {}).items():
+        for error in node.get("errors", []):
+            lines.append(f"node {node_id} ({node.get('class_type')}): {error.get('message')}: {error.get('details')}")
+    return "ComfyUI refused the graph: " + "; ".join(lines)
+
+
+def execution_error(status: dict[str, Any]) -> str:
+    error = status.get("execution_error") or {}
+    return (f"{error.get('node_type')} (node {error.get('node_id')}): {error.get('exception_type')}: "
+            f"{str(error.get('exception_message', 'no message')).strip()}")
+
+
+def output_path(job_id: str, status: dict[str, Any]) -> str:
+    """`/view` of the file the graph's one save node wrote; SaveVideo lists its MP4 under `images` too."""
+    files = [file for saved in (status.get("outputs") or {}).values() if isinstance(saved, dict)
+             for file in saved.get("images") or saved.get("videos") or []]
+    if not files:
+        raise BadOutput(f"job {job_id} completed without a saved file: outputs {status.get('outputs')}")
+    file = files[0]
+    query = urlencode({"filename": file["filename"], "subfolder": file.get("subfolder", ""),
+                       "type": file.get("type", "output")})
+    return f"/view?{query}"
+
+
+JOB = client.Job("/api/jobs/{id}", output_path, id_field="prompt_id", error=execution_error, refusal=refusal)
+
+
+def input_name(image: bytes) -> str:
+    """The uploaded input image's name: by content, so a rerun overwrites it with the same bytes."""
+    return f"diffbench-{hashlib.sha256(image).hexdigest()[:16]}.png"
+
+
+class ComfyUIEngine(Engine):
+    """ComfyUI, one process on one device, one prompt at a time."""
+
+    name = "comfyui"
+    options = ComfyUIOptions
+
+    def command(self, spec: ServerSpec) -> list[str]:
+        options = self._options(spec.pair)
+        return ["python", str(options.comfy_root / "main.py"), "--listen", spec.host, "--port", str(spec.port),
+                "--base-directory", BASE_DIR, "--models-directory", spec.model_path, *FIXED_ARGS,
+                *options.serve_args]
+
+    def prepare(self, spec: ServerSpec, workdir: Path) -> None:
+        for folder in FOLDERS:
+            (workdir / BASE_DIR / folder).mkdir(parents=True, exist_ok=True)
+
+    def check_model(self, pair: Pair, path: Path) -> None:
+        """Every file the case's graph loads is in the models folder: ComfyUI lists only what is there."""
+        for folder, name in model_files(self.graph(pair, "input.png")):
+            if not (path / folder / name).is_file():
+                raise DownloadError(f"case {pair.case.id!r}: {pair.framework}: {name!r} is not in "
+                                    f"{path / folder}; ComfyUI's loaders list only the files there")
+
+    def version(self, spec: ServerSpec, environment: EngineEnvironment, program: str) -> str | None:
+        # ComfyUI is a source tree, not an installed distribution: its version is a file of the tree.
+        try:
+            text = (self._options(spec.pair).comfy_root / "comfyui_version.py").read_text(errors="replace")
+        except OSError:
+            return None
+        versions = [line.partition("=")[2].strip().strip("\"'") for line in text.splitlines()
+                    if line.startswith("__version__")]
+        return versions[0] if versions else None
+
+    def ready_problem(self, http: client.Http, spec: ServerSpec) -> str | None:
+        # /system_stats answers once every node module is imported; the models load at the first prompt.
+        stats = client.call(http, "GET", "/system_stats", 1.0, "GET /system_stats")
+        return None if stats.status == 200 else f"/system_stats answers {stats.status}"
+
+    def gpu_problem(self, pair: Pair) -> str | None:
+        if pair.num_gpus > 1:
+            return (f"ComfyUI runs one prompt at a time on one device; {pair.num_gpus} GPUs would go unused "
+                    "(its MultiGPU nodes copy the model per GPU and are not used here)")
+        return None
+
+    def option_problems(self, pair: Pair) -> list[tuple[str, str]]:
+        options = self._options(pair)
+        if pair.case.task not in TASK_FILES:
+            return []
+        return [(name, f"ComfyUI's {pair.case.task} graph loads it: give its file name")
+                for name in TASK_FILES[pair.case.task] if getattr(options, name) is None]
+
+    def not_run_reason(self, pair: Pair) -> str | None:
+        if pair.case.comfyui_workflow or self._options(pair).workflow_vars:
+            return (f"the case names sglang's own ComfyUI graph ({pair.case.comfyui_workflow or 'workflow_vars'}); "
+                    "diffbench builds its graphs from the model files instead (checkpoint, or diffusion_model, "
+                    "text_encoder and vae)")
+        if pair.case.task not in TASK_FILES:
+            return f"diffbench has no ComfyUI graph for {pair.case.task} (it has: {', '.join(TASK_FILES)})"
+        return None
+
+    def plan_notes(self, pair: Pair) -> list[str]:
+        return [f"graph {json.dumps(self.graph(pair, 'input.png' if pair.case.needs_image else None))}"]
+
+    def endpoint(self, pair: Pair) -> str:
+        return "/prompt"
+
+    def graph(self, pair: Pair, image_name: str | None) -> Graph:
+        """The case's graph, without its nonce."""
+        options, case = self._options(pair), pair.case
+        prefix = f"diffbench/{case.id}"
+        if case.is_video:
+            return video(case, options.files, prefix, image_name if case.needs_image else None)
+        return text_to_image(case, options.files, prefix)
+
+    def request(self, pair: Pair, model: str, image: bytes | None, perf_dump_path: Path | None) -> client.Request:
+        uploads: tuple[client.Upload, ...] = ()
+        name = None
+        if pair.case.needs_image:
+            _, content, mime = image_part(image)
+            name = input_name(content)
+            uploads = (client.Upload("/upload/image", {"image": (name, content, mime), "type": "input",
+                                                       "overwrite": "true"}),)
+        graph = with_nonce(self.graph(pair, name), uuid.uuid4().hex)
+        body = {"prompt": graph, "prompt_id": str(uuid.uuid4())} | pair.request_extra
+        return client.Request("/prompt", "video" if pair.case.is_video else "image", json=body, job=JOB,
+                              uploads=uploads)
+
+    def server_timing(self, output: client.Output) -> client.ServerTiming:
+        # Milliseconds since the epoch, from the execution_start and execution_success messages.
+        status = output.body
+        start, end, created = (status.get(k) for k in ("execution_start_time", "execution_end_time", "create_time"))
+        if start is None or end is None:
+            return client.ServerTiming()
+        stages = {"queued": float(start - created)} if created is not None else {}
+        return client.ServerTiming((end - start) / 1000, "response", stages)
+
+    @staticmethod
+    def _options(pair: Pair) -> ComfyUIOptions:
+        assert isinstance(pair.options, ComfyUIOptions)
+        return pair.options

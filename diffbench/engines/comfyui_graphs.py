@@ -1,0 +1,117 @@
+"""ComfyUI's API-format graphs for a case, built as data: one graph per task and model family.
+
+A graph maps node ids to `{"class_type", "inputs"}`; a link is `[node_id, output_index]`. The
+case's values (prompt, size, steps, guidance, seed, frames, fps) are set on the nodes that read
+them, never pasted into JSON text, so any prompt is safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from diffbench.cases import Case
+
+Graph = dict[str, dict[str, Any]]
+
+# Where a graph's model files live under ComfyUI's models folder, by the loader input naming them.
+MODEL_FOLDERS = {"ckpt_name": "checkpoints", "unet_name": "diffusion_models", "clip_name": "text_encoders",
+                 "vae_name": "vae"}
+# Loaders keep their cache across requests (a model is loaded once); every other node gets the nonce.
+LOADERS = frozenset({"CheckpointLoaderSimple", "UNETLoader", "CLIPLoader", "VAELoader"})
+# An input ComfyUI's validation lets through and its cache key includes: a fresh one makes the node run again.
+NONCE_INPUT = "diffbench_nonce"
+SAVE_NODE = "save"
+# The nodes' own defaults, for what a case leaves unset (ComfyUI has no per-model default).
+NODE_DEFAULTS = {"steps": 20, "cfg": 8.0, "seed": 0, "width": 512, "height": 512, "length": 25, "fps": 16}
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The files a graph loads, by ComfyUI's names for them; which are set decides the family."""
+
+    checkpoint: str | None = None
+    diffusion_model: str | None = None
+    text_encoder: str | None = None
+    text_encoder_type: str = "wan"
+    vae: str | None = None
+    sampler: str = "euler"
+    scheduler: str | None = None
+
+
+def _sampler(case: Case, files: ModelFiles, model: list[Any], positive: list[Any], negative: list[Any],
+             latent: list[Any], scheduler: str) -> dict[str, Any]:
+    return {"class_type": "KSampler", "inputs": {
+        "model": model, "positive": positive, "negative": negative, "latent_image": latent,
+        "seed": case.seed if case.seed is not None else NODE_DEFAULTS["seed"],
+        "steps": case.num_inference_steps or NODE_DEFAULTS["steps"],
+        "cfg": case.guidance_scale if case.guidance_scale is not None else NODE_DEFAULTS["cfg"],
+        "sampler_name": files.sampler, "scheduler": files.scheduler or scheduler, "denoise": 1.0,
+    }}
+
+
+def _text(case: Case, clip: list[Any]) -> Graph:
+    return {
+        "positive": {"class_type": "CLIPTextEncode", "inputs": {"text": case.prompt, "clip": clip}},
+        "negative": {"class_type": "CLIPTextEncode", "inputs": {"text": case.negative_prompt or "", "clip": clip}},
+    }
+
+
+def _size(case: Case) -> dict[str, int]:
+    return {"width": case.width or NODE_DEFAULTS["width"], "height": case.height or NODE_DEFAULTS["height"],
+            "batch_size": 1}
+
+
+def text_to_image(case: Case, files: ModelFiles, prefix: str) -> Graph:
+    """A checkpoint's model, text encoder and VAE (SD1.5, SDXL): latent, sampler, decode, PNG."""
+    return {
+        "model": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": files.checkpoint}},
+        **_text(case, ["model", 1]),
+        "latent": {"class_type": "EmptyLatentImage", "inputs": _size(case)},
+        "sampler": _sampler(case, files, ["model", 0], ["positive", 0], ["negative", 0], ["latent", 0], "normal"),
+        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["model", 2]}},
+        SAVE_NODE: {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": prefix}},
+    }
+
+
+def video(case: Case, files: ModelFiles, prefix: str, image_name: str | None) -> Graph:
+    """A diffusion model with its own text encoder and VAE (Wan): text- or image-to-video, saved as MP4.
+
+    With `image_name` (a file uploaded to ComfyUI's input folder) the first frame is conditioned on it.
+    """
+    frames = case.num_frames or NODE_DEFAULTS["length"]
+    graph: Graph = {
+        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": files.diffusion_model, "weight_dtype": "default"}},
+        "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": files.text_encoder,
+                                                        "type": files.text_encoder_type}},
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": files.vae}},
+        **_text(case, ["clip", 0]),
+    }
+    if image_name is None:
+        graph["latent"] = {"class_type": "EmptyHunyuanLatentVideo", "inputs": _size(case) | {"length": frames}}
+        conditioning = (["positive", 0], ["negative", 0], ["latent", 0])
+    else:
+        graph["image"] = {"class_type": "LoadImage", "inputs": {"image": image_name}}
+        graph["latent"] = {"class_type": "WanImageToVideo", "inputs": _size(case) | {
+            "length": frames, "positive": ["positive", 0], "negative": ["negative", 0], "vae": ["vae", 0],
+            "start_image": ["image", 0]}}
+        conditioning = (["latent", 0], ["latent", 1], ["latent", 2])
+    graph["sampler"] = _sampler(case, files, ["unet", 0], *conditioning, "simple")
+    graph["decode"] = {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["vae", 0]}}
+    graph["video"] = {"class_type": "CreateVideo", "inputs": {"images": ["decode", 0],
+                                                              "fps": float(case.fps or NODE_DEFAULTS["fps"])}}
+    graph[SAVE_NODE] = {"class_type": "SaveVideo", "inputs": {"video": ["video", 0], "filename_prefix": prefix,
+                                                              "format": "mp4", "codec": "h264"}}
+    return graph
+
+
+def with_nonce(graph: Graph, nonce: str) -> Graph:
+    """`graph` with `nonce` on every node but the model loaders: it runs again, the loaded models stay."""
+    return {node_id: node if node["class_type"] in LOADERS else
+            {**node, "inputs": {**node["inputs"], NONCE_INPUT: nonce}} for node_id, node in graph.items()}
+
+
+def model_files(graph: Graph) -> list[tuple[str, str]]:
+    """The (models subfolder, file name) pairs `graph`'s loaders read."""
+    return [(MODEL_FOLDERS[name], value) for node in graph.values() if node["class_type"] in LOADERS
+            for name, value in node["inputs"].items() if name in MODEL_FOLDERS]
