@@ -127,7 +127,8 @@ def build_plan(
         request = {
             "task": case.task, "size": case.size, "num_inference_steps": case.num_inference_steps,
             "num_frames": case.num_frames, "fps": case.fps, "guidance_scale": case.guidance_scale,
-            "seed": case.seed, "warmup_requests": pair.warmup_requests, "measurement_repeats": pair.measurement_repeats,
+            "seed": case.seed, "warmup_requests": max(pair.warmup_requests, engine.min_warmup_requests),
+            "measurement_repeats": pair.measurement_repeats,
             "input_image": (matrix.matrix.test_image_url or "generated") if case.needs_image else None,
             "extra": pair.request_extra or None,
         }

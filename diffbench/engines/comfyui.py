@@ -116,6 +116,7 @@ class ComfyUIEngine(Engine):
 
     name = "comfyui"
     options = ComfyUIOptions
+    min_warmup_requests = 1
 
     def command(self, spec: ServerSpec) -> list[str]:
         options = self._options(spec.pair)

@@ -22,6 +22,7 @@ from diffbench.download import download_model
 from diffbench.engines.comfyui import ComfyUIEngine
 from diffbench.engines.comfyui_graphs import LOADERS, NONCE_INPUT
 from diffbench.errors import ConfigError, DownloadError, RequestFailed
+from diffbench.plan import build_plan
 
 from conftest import FIXTURES, SGLANG_CONFIGS, make_pair, make_spec
 
@@ -218,3 +219,15 @@ def test_sglangs_own_comfyui_case_loads_and_is_kept_as_not_run_with_why() -> Non
     latest = next(path for path in SGLANG_CONFIGS if "03635624" in path.name)
     why = load_matrix(latest).unsupported[("minimax_h3_i2va_5090_consumer", "comfyui")]
     assert why.error_class == "unsupported" and "minimax_h3_i2va_5090.json" in why.message
+
+
+def test_plan_shows_the_graph_and_the_warm_up_that_loads_the_models(write_config) -> None:
+    path = write_config("""
+        warmup_requests: 0
+        cases:
+          - {id: img, model: /m, task: text-to-image, frameworks: {comfyui: {comfy_root: /c, checkpoint: a.ckpt}}}
+        """)
+    (row,) = build_plan(load_matrix(path))
+    assert row.request["warmup_requests"] == 1 and row.endpoint == "/prompt"
+    graph = json.loads(row.notes[-1].removeprefix("graph "))
+    assert graph["model"] == {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "a.ckpt"}}
