@@ -12,7 +12,7 @@ p90 overhead at 64² (4 steps) and at 1024² (1 step), the ratios to sglang's cl
 the perf dump: what asking for it costs in server time and in overhead), and the machine's load.
 Then the delay from the server's first healthy answer to `wait_ready` returning.
 
-Run: .venv/bin/python benchmarks/overhead.py [--requests 100]
+Run: .venv/bin/python benchmarks/overhead.py [--requests 100] [--peer-python PYTHON_WITH_SGLANG] [--server-cpus N]
 """
 
 from __future__ import annotations
@@ -51,16 +51,18 @@ SHAPES = ((64, 4), (1024, 1))  # (side, steps): the small case, and a large outp
 
 # sglang's request function, fed one request per stdin line; prints its latency and the server's time.
 PEER = """
-import asyncio, json, sys, types
+import asyncio, importlib.util, json, sys, types
 import aiohttp
-# bench_serving imports sglang's test utilities, which import OpenCV: not in the CPU lock, unused here.
-def opencv_name(name):
+# bench_serving imports sglang's utilities, which import OpenCV and IPython.display: unused by its request function,
+# and absent from the CPU lock (OpenCV) or from a bare GPU host (IPython).
+def unused(name):
     if name.startswith("__"):
         raise AttributeError(name)
     return object
-cv2 = types.ModuleType("cv2")
-cv2.__getattr__ = opencv_name
-sys.modules.setdefault("cv2", cv2)
+for module in ["cv2"] + ([] if importlib.util.find_spec("IPython") else ["IPython", "IPython.display"]):
+    stub = types.ModuleType(module)
+    stub.__getattr__ = unused
+    sys.modules.setdefault(module, stub)
 from sglang.multimodal_gen.benchmarks.bench_serving import async_request_image_sglang
 from sglang.multimodal_gen.benchmarks.datasets import RequestFuncInput
 
@@ -166,13 +168,25 @@ def first_healthy(url: str, stop: threading.Event, seen: list[float]) -> None:
             time.sleep(0.001)
 
 
-def overhead_table(root: Path, model: Path, requests: int) -> None:
-    engine, peer = ReferenceEngine(), Peer(build_venv(["--no-deps", "-r", str(SGLANG_LOCK)], ENVS_DIR).python)
+def overhead_table(root: Path, model: Path, requests: int, peer_python: Path | None, server_cpus: int) -> None:
+    """With `server_cpus`, the server runs on the first that many CPUs and every client on the others."""
+    cpus = sorted(os.sched_getaffinity(0))
+    engine = ReferenceEngine()
     spec = ServerSpec(pair_for(model, 64, 4), "127.0.0.1", free_port(), str(model))
     loads = [os.getloadavg()[0]]
     rows: list[tuple[Any, ...]] = []
-    with (Server.start(engine, spec, root / "overhead") as server, httpx.Client(base_url=spec.base_url) as http,
-          urllib3.connection_from_url(spec.base_url) as pool, closing(peer)):
+    if server_cpus:
+        os.sched_setaffinity(0, cpus[:server_cpus])  # the server inherits it
+    server = Server.start(engine, spec, root / "overhead")
+    if server_cpus:
+        os.sched_setaffinity(0, cpus[server_cpus:])  # this process and the peer's
+    try:
+        peer = Peer(peer_python or build_venv(["--no-deps", "-r", str(SGLANG_LOCK)], ENVS_DIR).python)
+    except BaseException:
+        server.stop()
+        raise
+    with (server, httpx.Client(base_url=spec.base_url) as http, urllib3.connection_from_url(spec.base_url) as pool,
+          closing(peer)):
         server.wait_ready(120)
         workdir = server.case_dir(spec.pair)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -199,8 +213,9 @@ def overhead_table(root: Path, model: Path, requests: int) -> None:
                 server_ms = statistics.median(s * 1000 for _, s in timings[name])
                 rows.append((f"{side}²", name, count, server_ms, statistics.median(values), p90(values),
                              statistics.median(values) / peer_median))
+    pinning = f", server on {server_cpus} of them, clients on the rest" if server_cpus else ""
     print(f"overhead = client latency − the server's inference_time_s; tiny FLUX on CPU, clients in turn; "
-          f"load average {min(loads):.2f}–{max(loads):.2f} on {os.cpu_count()} cores")
+          f"load average {min(loads):.2f}–{max(loads):.2f} on {len(cpus)} cores{pinning}")
     print("| output | client | requests | server median ms | overhead median ms | p90 ms | median / sglang's client |")
     print("|---|---|---|---|---|---|---|")
     for shape, name, count, server_ms, median, tail, ratio in rows:
@@ -235,10 +250,14 @@ def notice_delay(root: Path, model: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=100, help="requests per client at 64² (1024²: a fifth)")
+    parser.add_argument("--peer-python", type=Path, help="a Python that imports sglang (default: a venv built from "
+                                                          "the CPU lock, which needs a package registry)")
+    parser.add_argument("--server-cpus", type=int, default=0,
+                        help="pin the server to this many CPUs and the clients to the rest (default: no pinning)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="diffbench-bench-"))
     model = build("flux", root / "tiny-flux")
-    overhead_table(root, model, args.requests)
+    overhead_table(root, model, args.requests, args.peer_python, args.server_cpus)
     notice_delay(root, model)
 
 
