@@ -11,7 +11,7 @@ import hashlib
 import json
 import shlex
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, PositiveFloat, field_validator, model_validator
 
@@ -71,7 +71,13 @@ class DockerLauncher(_Strict):
 
 
 class FrameworkOptions(_Strict):
-    """How one framework serves one case. Engines may subclass it to accept more keys."""
+    """How one framework serves one case. Engines may subclass it to accept more keys.
+
+    A subclass's keys change the measurement (they are in the config hash), except `build_fields`:
+    like `python` and `pip`, those say where the engine comes from.
+    """
+
+    build_fields: ClassVar[frozenset[str]] = frozenset()
 
     engine: str | None = Field(
         None, description="Engine adapter; default: the framework name. Lets one engine run under several names."
@@ -271,6 +277,10 @@ class Pair(_Strict):
             "env": self.options.extra_env,
             "request_extra": self.request_extra,
         }
+        engine_options = self.options.model_dump(
+            mode="json", exclude=set(FrameworkOptions.model_fields) | self.options.build_fields)
+        if engine_options:  # only engines with keys of their own: the others' hashes stay as they were
+            controls["engine_options"] = engine_options
         canonical = json.dumps(controls, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,19 +50,16 @@ def check_pipeline(path: Path, model: str) -> None:
         raise DownloadError(f"model {model}: model_index.json names no pipeline (_class_name)")
 
 
+def download_model(model: str, revision: str | None, cache_dir: Path | None, token: str | None) -> Download:
+    """A local path as is, or a hub snapshot at `revision`; errors say whether retrying helps.
 
-def download_model(model: str, revision: str | None, cache_dir: Path | None, token: str | None,
-                   check: Callable[[Path, str], None] = check_pipeline) -> Download:
-    """A local path as is, or a hub snapshot at `revision`, refused by `check` if no engine could load it.
-
-    Errors say whether retrying helps.
+    Whether an engine can serve a case from it is the engine's check (`Engine.check_model`), per case.
     """
     started = time.monotonic()
     if is_local(model):
         path = Path(model).expanduser()
         if not path.is_dir():
             raise DownloadError(f"model {model}: no such directory")
-        check(path, model)
         return Download(str(path), LOCAL_REVISION, time.monotonic() - started)
     try:
         folder = snapshot_download(repo_id=model, revision=revision, cache_dir=cache_dir, token=token)
@@ -72,6 +68,5 @@ def download_model(model: str, revision: str | None, cache_dir: Path | None, tok
         raise DownloadError(f"model {model}@{revision or 'main'}: {type(exc).__name__}: {exc}") from exc
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
         raise DownloadError(f"model {model}@{revision or 'main'}: {type(exc).__name__}: {exc}", retryable=True) from exc
-    check(Path(folder), model)
     # A snapshot folder is named after the commit it holds.
     return Download(folder, Path(folder).name, time.monotonic() - started)

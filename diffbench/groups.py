@@ -40,7 +40,7 @@ class ServerGroup:
 
 def server_key(pair: Pair) -> str:
     options = pair.options
-    where = options.model_dump(mode="json", include={"launcher", "python", "pip"})
+    where = options.model_dump(mode="json", include={"launcher", "python", "pip", *options.build_fields})
     alone = None if ENGINES[pair.engine].shares_server else pair.case.id
     return json.dumps([pair.framework, pair.engine, pair.model, pair.case.revision, pair.num_gpus,
                        options.serve_args, options.extra_env, where, alone], sort_keys=True)

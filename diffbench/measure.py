@@ -68,10 +68,9 @@ def launch(pairs: tuple[Pair, ...], download: Download, environment: EngineEnvir
 
 
 def warm_up(server: Server, pair: Pair, image: bytes | None, deadline: Deadline) -> list[float]:
-    """`pair.warmup_requests` unmeasured requests at the measured shape (at least the engine's minimum);
-    their client latencies."""
-    count = max(pair.warmup_requests, server.engine.min_warmup_requests)
-    return [server.generate(pair, image, deadline.remaining("warm-up")).client_latency_s for _ in range(count)]
+    """The engine's count of unmeasured requests at the measured shape (`Engine.warmup_requests`); their latencies."""
+    return [server.generate(pair, image, deadline.remaining("warm-up")).client_latency_s
+            for _ in range(server.engine.warmup_requests(pair))]
 
 
 def enough(pair: Pair, samples: list[Sample], measuring_s: float) -> bool:

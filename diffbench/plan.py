@@ -110,7 +110,7 @@ def build_plan(
     matrix: CaseMatrix, cases: list[str] | None = None, frameworks: list[str] | None = None,
     check_with: Path | None = None,
 ) -> list[PlanRow]:
-    """Rows for the selected pairs, plus one row per framework that has no adapter.
+    """Rows for the selected pairs, plus one row per (case, framework) kept but not run, with why.
 
     With `check_with` (the folder of engine venvs), each engine's own parser checks its argv.
     """
@@ -127,7 +127,7 @@ def build_plan(
         request = {
             "task": case.task, "size": case.size, "num_inference_steps": case.num_inference_steps,
             "num_frames": case.num_frames, "fps": case.fps, "guidance_scale": case.guidance_scale,
-            "seed": case.seed, "warmup_requests": max(pair.warmup_requests, engine.min_warmup_requests),
+            "seed": case.seed, "warmup_requests": engine.warmup_requests(pair),
             "measurement_repeats": pair.measurement_repeats,
             "input_image": (matrix.matrix.test_image_url or "generated") if case.needs_image else None,
             "extra": pair.request_extra or None,

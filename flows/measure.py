@@ -23,6 +23,7 @@ from diffbench import host_lock
 from diffbench.cases import Pair
 from diffbench.config import CaseMatrix
 from diffbench.download import Download
+from diffbench.engines import ENGINES
 from diffbench.engines.environments import EngineEnvironment
 from diffbench.errors import Cancelled, RequestTimeout, ServerError
 from diffbench.gpus import CPU_SLOT, GpuPool, Hardware
@@ -82,11 +83,20 @@ class SharedServer:
     restart: bool = False
 
     def ready(self, pair: Pair, deadline: Deadline) -> tuple[Download, Server]:
-        """The group's model and a live server, got for the first case that needs them."""
+        """The group's model and a live server, got for the first case that needs them.
+
+        Each case checks that the model holds what it needs (a ComfyUI case: its graph's files), so a
+        case whose files are missing fails alone.
+        """
         if self.failure is not None:
             raise self.failure.with_traceback(None)  # each case's own traceback, not every earlier one
         try:
             self.download = self.download or download_model(pair, self.settings)
+        except Exception as exc:
+            self.failure = exc
+            raise
+        ENGINES[pair.engine]().check_model(pair, Path(self.download.path))
+        try:
             if self.server is not None and not self.server.alive:
                 self.stop()  # its leader died; the rest of its process group may not have
             if self.server is None:

@@ -8,7 +8,6 @@ from prefect.cache_policies import NO_CACHE
 
 from diffbench import download
 from diffbench.cases import Pair
-from diffbench.engines import ENGINES
 from diffbench.settings import Settings
 from tasks.retry import RETRIES, is_retryable
 
@@ -25,8 +24,6 @@ def hf_token(settings: Settings) -> str | None:
 @task(task_run_name="{pair.case.id}/{pair.framework}: download", cache_policy=NO_CACHE,
       retry_condition_fn=is_retryable, **RETRIES)
 def download_model(pair: Pair, settings: Settings) -> download.Download:
-    engine = ENGINES[pair.engine]()
-    result = download.download_model(pair.model, pair.case.revision, settings.model_cache, hf_token(settings),
-                                      lambda path, _: engine.check_model(pair, path))
+    result = download.download_model(pair.model, pair.case.revision, settings.model_cache, hf_token(settings))
     get_run_logger().info("%s at revision %s in %.1f s", pair.model, result.revision, result.seconds)
     return result

@@ -14,7 +14,7 @@ from PIL import Image
 from scripted import Answer, answering, serving
 
 from diffbench import media
-from diffbench.client import POLL_FINE_S, POLL_MAX_S, Http, Request, connect, poll_wait, send
+from diffbench.client import POLL_FINE_S, POLL_MAX_S, Http, Request, Upload, connect, poll_wait, send
 from diffbench.engines.sglang import VIDEO_JOB
 from diffbench.errors import BadOutput, RequestFailed, RequestTimeout
 from diffbench.launcher import free_port
@@ -182,3 +182,21 @@ def test_the_clock_stops_at_the_last_byte_and_a_failing_check_still_fails(
         monkeypatch.setattr(media, decoder, broken)
         with pytest.raises(BadOutput, match="constant colour"):
             send(http, request_, 5)
+
+
+def test_an_upload_is_sent_first_and_outside_the_clock() -> None:
+    """ComfyUI's input image goes to its own route before the graph that names it."""
+    pixels = np.random.default_rng(5).integers(0, 255, (16, 16, 3))
+    asked: list[str] = []
+
+    def handle(method: str, path: str, body: bytes) -> Answer:
+        asked.append(path)
+        if path == "/upload/image":
+            return Answer(200, b"{}", delay_s=0.5)
+        return Answer.of({"data": [{"b64_json": png(pixels)}]})
+
+    request = Request("/prompt", "image", json={"prompt": "x"},
+                      uploads=(Upload("/upload/image", {"image": ("in.png", b"png", "image/png")}),))
+    with serving(handle) as http:
+        output = send(http, request, 5)
+    assert asked == ["/upload/image", "/prompt"] and output.client_latency_s < 0.5

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from diffbench.download import LOCAL_REVISION, download_model
+from diffbench.download import LOCAL_REVISION, check_pipeline, download_model
 from diffbench.errors import DownloadError
 
 
@@ -27,7 +27,7 @@ def test_a_folder_that_is_no_pipeline_fails_once(tmp_path: Path, index: str | No
     if index is not None:
         (tmp_path / "model_index.json").write_text(index)
     with pytest.raises(DownloadError, match=re.escape(problem)) as caught:
-        download_model(str(tmp_path), None, None, None)
+        check_pipeline(Path(download_model(str(tmp_path), None, None, None).path), str(tmp_path))
     assert not caught.value.retryable
 
 

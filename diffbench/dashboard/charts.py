@@ -101,7 +101,7 @@ def trend_figure(case_id: str, history: pd.DataFrame, styles: dict[str, dict[str
             axes.errorbar(spread["started_at"], spread["median_s"], yerr=[below, above], fmt="none",
                           ecolor=style["color"], elinewidth=1, capsize=2, alpha=0.7)
         _mark_changes(axes, nightly, [c for c in changes if c.framework == framework and c.kind != "break"], style)
-        # Not a framework without adapter, a case still pending, nor one a stopped run never finished.
+        # Not a case kept as not run, one still pending, nor one a stopped run never finished.
         failed = rows[(rows["status"] == "failed") & (rows["error_class"] != "cancelled")]
         if not failed.empty:
             axes.plot(failed["started_at"], [0.0] * len(failed), linestyle="none", marker="x", color=style["color"],

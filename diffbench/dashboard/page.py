@@ -115,7 +115,7 @@ def _cell(frame: pd.DataFrame, row: pd.Series | None, changes: Sequence[Change])
     if row is None:
         return "—"
     if row["status"] == "not_run":
-        return "not run (no adapter)"
+        return "not run (no adapter)" if row["error_class"] == "no_adapter" else "not run (unsupported)"
     if row["status"] != "ok":
         return f"*{row['status']}*" if row["status"] in UNFINISHED else f"**{row['error_class']}**"
     text = f"{row['median_s']:.3f} s"
@@ -167,7 +167,8 @@ def build(frame: pd.DataFrame, run_id: str | None = None, changes: Sequence[Chan
         "marked noisy where the interval's half-width is wider than that change, which is then too noisy to judge; "
         "⚠ marks a series whose latest confirmed change is a regression (see Changes), and ⚠ suspect a result on a "
         "GPU the night's hardware canary doubts (left out of the history). A failure shows its error class; a "
-        "framework diffbench has no adapter for shows as not run.",
+        "framework diffbench has no adapter for, or a case its engine cannot serve (`plan` says why), shows as "
+        "not run.",
         "",
         *details(run, frameworks),
         *across_engines(run, frameworks),

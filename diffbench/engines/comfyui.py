@@ -13,7 +13,7 @@ import hashlib
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 from pydantic import AliasChoices, Field
@@ -51,6 +51,8 @@ class ComfyUIOptions(FrameworkOptions):
     The case's model (or this framework's `model`) is a ComfyUI models folder: `checkpoints/`,
     `diffusion_models/`, `text_encoders/`, `vae/`.
     """
+
+    build_fields: ClassVar[frozenset[str]] = frozenset({"comfy_root"})
 
     comfy_root: Path = Field(description="ComfyUI's source tree, the folder holding main.py.")
     python: Path | None = Field(None, validation_alias=AliasChoices("python", "python_bin"),
@@ -130,9 +132,9 @@ class ComfyUIEngine(Engine):
 
     def check_model(self, pair: Pair, path: Path) -> None:
         """Every file the case's graph loads is in the models folder: ComfyUI lists only what is there."""
-        for folder, name in model_files(self.graph(pair, "input.png")):
+        for folder, option, name in model_files(self.graph(pair, "input.png")):
             if not (path / folder / name).is_file():
-                raise DownloadError(f"case {pair.case.id!r}: {pair.framework}: {name!r} is not in "
+                raise DownloadError(f"case {pair.case.id!r}: {pair.framework}: {option} {name!r} is not in "
                                     f"{path / folder}; ComfyUI's loaders list only the files there")
 
     def version(self, spec: ServerSpec, environment: EngineEnvironment, program: str) -> str | None:
@@ -158,10 +160,8 @@ class ComfyUIEngine(Engine):
 
     def option_problems(self, pair: Pair) -> list[tuple[str, str]]:
         options = self._options(pair)
-        if pair.case.task not in TASK_FILES:
-            return []
         return [(name, f"ComfyUI's {pair.case.task} graph loads it: give its file name")
-                for name in TASK_FILES[pair.case.task] if getattr(options, name) is None]
+                for name in TASK_FILES.get(pair.case.task, ()) if getattr(options, name) is None]
 
     def not_run_reason(self, pair: Pair) -> str | None:
         if pair.case.comfyui_workflow or self._options(pair).workflow_vars:
@@ -170,10 +170,20 @@ class ComfyUIEngine(Engine):
                     "text_encoder and vae)")
         if pair.case.task not in TASK_FILES:
             return f"diffbench has no ComfyUI graph for {pair.case.task} (it has: {', '.join(TASK_FILES)})"
+        if pair.case.reference_image and pair.case.task != "image-to-video":
+            return f"the case sends an input image, and ComfyUI's {pair.case.task} graph has no place for one"
         return None
 
     def plan_notes(self, pair: Pair) -> list[str]:
-        return [f"graph {json.dumps(self.graph(pair, 'input.png' if pair.case.needs_image else None))}"]
+        case = pair.case
+        unset = [name for name, value in (("num_inference_steps", case.num_inference_steps),
+                                          ("guidance_scale", case.guidance_scale)) if value is None]
+        notes = [f"no {' or '.join(unset)}: ComfyUI's KSampler defaults (20 steps, cfg 8), not the model's: "
+                 "not like for like"] if unset else []
+        if case.task == "image-to-video":
+            notes.append("the image-to-video graph encodes no CLIP vision embedding of the input image (Wan 2.1's "
+                         "pipelines do): for Wan 2.1, less work than the other engines: not like for like")
+        return [*notes, f"graph {json.dumps(self.graph(pair, 'input.png'))}"]
 
     def endpoint(self, pair: Pair) -> str:
         return "/prompt"
@@ -183,20 +193,20 @@ class ComfyUIEngine(Engine):
         options, case = self._options(pair), pair.case
         prefix = f"diffbench/{case.id}"
         if case.is_video:
-            return video(case, options.files, prefix, image_name if case.needs_image else None)
+            return video(case, options.files, prefix, image_name if case.task == "image-to-video" else None)
         return text_to_image(case, options.files, prefix)
 
     def request(self, pair: Pair, model: str, image: bytes | None, perf_dump_path: Path | None) -> client.Request:
         uploads: tuple[client.Upload, ...] = ()
         name = None
-        if pair.case.needs_image:
+        if pair.case.task == "image-to-video":
             _, content, mime = image_part(image)
             name = input_name(content)
             uploads = (client.Upload("/upload/image", {"image": (name, content, mime), "type": "input",
                                                        "overwrite": "true"}),)
         graph = with_nonce(self.graph(pair, name), uuid.uuid4().hex)
         body = {"prompt": graph, "prompt_id": str(uuid.uuid4())} | pair.request_extra
-        return client.Request("/prompt", "video" if pair.case.is_video else "image", json=body, job=JOB,
+        return client.Request(self.endpoint(pair), "video" if pair.case.is_video else "image", json=body, job=JOB,
                               uploads=uploads)
 
     def server_timing(self, output: client.Output) -> client.ServerTiming:
@@ -205,6 +215,7 @@ class ComfyUIEngine(Engine):
         start, end, created = (status.get(k) for k in ("execution_start_time", "execution_end_time", "create_time"))
         if start is None or end is None:
             return client.ServerTiming()
+        # Before its execution, so outside the server time: what a queue of earlier prompts cost it.
         stages = {"queued": float(start - created)} if created is not None else {}
         return client.ServerTiming((end - start) / 1000, "response", stages)
 

@@ -14,9 +14,9 @@ from diffbench.cases import Case
 
 Graph = dict[str, dict[str, Any]]
 
-# Where a graph's model files live under ComfyUI's models folder, by the loader input naming them.
-MODEL_FOLDERS = {"ckpt_name": "checkpoints", "unet_name": "diffusion_models", "clip_name": "text_encoders",
-                 "vae_name": "vae"}
+# Where a graph's model files live under ComfyUI's models folder, and the option naming them, by loader input.
+MODEL_FOLDERS = {"ckpt_name": ("checkpoints", "checkpoint"), "unet_name": ("diffusion_models", "diffusion_model"),
+                 "clip_name": ("text_encoders", "text_encoder"), "vae_name": ("vae", "vae")}
 # Loaders keep their cache across requests (a model is loaded once); every other node gets the nonce.
 LOADERS = frozenset({"CheckpointLoaderSimple", "UNETLoader", "CLIPLoader", "VAELoader"})
 # An input ComfyUI's validation lets through and its cache key includes: a fresh one makes the node run again.
@@ -111,7 +111,7 @@ def with_nonce(graph: Graph, nonce: str) -> Graph:
             {**node, "inputs": {**node["inputs"], NONCE_INPUT: nonce}} for node_id, node in graph.items()}
 
 
-def model_files(graph: Graph) -> list[tuple[str, str]]:
-    """The (models subfolder, file name) pairs `graph`'s loaders read."""
-    return [(MODEL_FOLDERS[name], value) for node in graph.values() if node["class_type"] in LOADERS
+def model_files(graph: Graph) -> list[tuple[str, str, str]]:
+    """(models subfolder, option, file name) of each file `graph`'s loaders read."""
+    return [(*MODEL_FOLDERS[name], value) for node in graph.values() if node["class_type"] in LOADERS
             for name, value in node["inputs"].items() if name in MODEL_FOLDERS]

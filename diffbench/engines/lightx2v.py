@@ -21,11 +21,17 @@ from pydantic import Field
 from diffbench import client
 from diffbench.cases import FrameworkOptions, Pair
 from diffbench.engines.base import Engine, ServerSpec, image_part
+from diffbench.errors import DownloadError
 
 CONFIG_FILE = "lightx2v-config.json"
 # Inputs and outputs; by default it writes them inside its own install.
 CACHE_DIR = "lightx2v-cache"
-METRIC_OFFSET = 1
+# Its metrics exporter binds every interface on 8001 unless told; torchrun's rendezvous takes 29500 unless told.
+METRIC_OFFSET, MASTER_OFFSET = 1, 2
+# The options its argparse knows, with how many values each takes; it reads every other one as a `--key value` pair.
+ARGPARSE_FLAGS = {"--model_path": 1, "--model_cls": 1, "--lora_dir": 1, "--warmup": 0, "--host": 1, "--port": 1,
+                  "--max_queue_size": 1}
+IMAGE_TASKS = frozenset({"image-to-video", "text-image-to-video"})
 TASKS = {"text-to-image": "t2i", "text-to-video": "t2v", "image-to-video": "i2v", "text-image-to-video": "ti2v"}
 # The create routes end in a slash: without it, the path matches DELETE /v1/tasks/{id} and answers 405.
 JOB = client.Job("/v1/tasks/{id}/status", lambda job_id, _: f"/v1/tasks/{job_id}/result", id_field="task_id",
@@ -59,8 +65,9 @@ def case_config(pair: Pair) -> dict[str, Any]:
         config["fps"] = case.fps
     if case.guidance_scale is not None:
         # Off unless enabled: the other engines run CFG at any guidance above 1. MoE runners take one per expert.
-        per_expert = isinstance(config.get("sample_guide_scale"), list)
-        scale = [case.guidance_scale] * len(config["sample_guide_scale"]) if per_expert else case.guidance_scale
+        given = config.get("sample_guide_scale")
+        experts = len(given) if isinstance(given, list) else 2 if "moe" in options.model_cls else 0
+        scale = [case.guidance_scale] * experts if experts else case.guidance_scale
         config |= {"enable_cfg": case.guidance_scale > 1, "sample_guide_scale": scale}
     return config
 
@@ -72,12 +79,19 @@ def parallel_size(config: dict[str, Any]) -> int:
 
 
 def pair_parser_problem(args: list[str]) -> str | None:
-    """What LightX2V's server parser would silently drop: it reads options two at a time as `--key value`."""
-    for index in range(0, len(args), 2):
-        key = args[index]
+    """What LightX2V's server parser would silently drop: past its argparse flags, it reads `--key value` pairs."""
+    rest, index = [], 0
+    while index < len(args):
+        if args[index] in ARGPARSE_FLAGS:
+            index += 1 + ARGPARSE_FLAGS[args[index]]
+        else:
+            rest.append(args[index])
+            index += 1
+    for index in range(0, len(rest), 2):
+        key = rest[index]
         if not key.startswith("--") or "=" in key:
             return f"{key!r}: LightX2V reads `--key value` pairs only; this drops it and every option after it"
-        if index + 1 >= len(args) or args[index + 1].startswith("--"):
+        if index + 1 >= len(rest) or rest[index + 1].startswith("--"):
             return f"{key} has no value: LightX2V's parser would pair the next option with it and drop the rest"
     return None
 
@@ -94,7 +108,8 @@ class LightX2VEngine(Engine):
         pair = spec.pair
         options = pair.options
         assert isinstance(options, LightX2VOptions)
-        launcher = ["torchrun", f"--nproc_per_node={pair.num_gpus}"] if pair.num_gpus > 1 else ["python"]
+        launcher = ["torchrun", f"--nproc_per_node={pair.num_gpus}", f"--master_port={spec.port + MASTER_OFFSET}"] \
+            if pair.num_gpus > 1 else ["python"]
         return [*launcher, "-m", "lightx2v.server", "--model_path", spec.model_path, "--model_cls", options.model_cls,
                 "--task", options.lightx2v_task or TASKS[pair.case.task], "--config_json", CONFIG_FILE,
                 "--host", spec.host, "--port", str(spec.port), *options.serve_args]
@@ -103,8 +118,12 @@ class LightX2VEngine(Engine):
         (workdir / CONFIG_FILE).write_text(json.dumps(case_config(spec.pair), indent=2))
 
     def side_ports(self, pair: Pair) -> tuple[int, ...]:
-        # Its Prometheus exporter binds every interface, on 8001 unless told: two servers on a host would collide.
-        return (METRIC_OFFSET,)
+        return (METRIC_OFFSET, MASTER_OFFSET) if pair.num_gpus > 1 else (METRIC_OFFSET,)
+
+    def check_model(self, pair: Pair, path: Path) -> None:
+        # Original-layout weights (no diffusers model_index.json): a folder with files in it is all that can be told.
+        if not any(path.iterdir()):
+            raise DownloadError(f"case {pair.case.id!r}: {pair.framework}: model folder {path} is empty")
 
     def environment(self, spec: ServerSpec) -> dict[str, str]:
         return {"LIGHTX2V_METRIC_PORT": str(spec.port + METRIC_OFFSET), "LIGHTX2V_CACHE_DIR": CACHE_DIR} | \
@@ -123,6 +142,8 @@ class LightX2VEngine(Engine):
     def not_run_reason(self, pair: Pair) -> str | None:
         if pair.case.task not in TASKS:
             return f"LightX2V has no task for {pair.case.task}"
+        if pair.case.reference_image and pair.case.task not in IMAGE_TASKS:
+            return f"the case sends an input image, and LightX2V's {pair.case.task} task takes none"
         # sglang's own configs give LightX2V 4 GPUs with no parallel block; LightX2V would refuse to start.
         size = parallel_size(case_config(pair))
         if size != pair.num_gpus:
@@ -137,7 +158,8 @@ class LightX2VEngine(Engine):
             notes.append("no guidance_scale: LightX2V runs without CFG (enable_cfg defaults to false) while the "
                          "others use the model's default guidance: not like for like")
         if case.num_inference_steps is None and "infer_steps" not in config:
-            notes.append("no num_inference_steps: LightX2V takes its steps from the model's config.json")
+            notes.append("no num_inference_steps: LightX2V takes its steps from the model's config.json, the others "
+                         "their pipeline's default: not like for like")
         if case.task == "image-to-video":
             notes.append("LightX2V sizes an image-to-video output from its own buckets (config resolution), "
                          "not from the case's size: not like for like unless the sizes agree")
@@ -158,7 +180,7 @@ class LightX2VEngine(Engine):
             "target_shape": [case.height, case.width] if case.height and case.width else None,
             "target_video_length": case.num_frames if case.is_video else None,
         }
-        if case.needs_image:
+        if case.task in IMAGE_TASKS:
             # A data URL: the prefix tells its decoder the format; a bare string it cannot place is read as a path.
             fields["image_path"] = "data:image/png;base64," + base64.b64encode(image_part(image)[1]).decode()
         body = {k: v for k, v in fields.items() if v is not None} | pair.request_extra

@@ -10,7 +10,7 @@ hardware canary.
 A run's status is `running`, then `ok` or `failed`, or `cancelled` (stopped by a signal or from the UI)
 or `crashed` (its process died, found by a later run on its host). A result's status is `pending` (not
 started), `running` (samples so far), `ok`, `failed` or `not_run` (a framework diffbench has no adapter
-for).
+for, or a case its engine cannot serve; `error_message` says which).
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ from scripted import Answer, serving
 
 from diffbench.client import measure
 from diffbench.config import load_matrix
-from diffbench.download import download_model
 from diffbench.engines.comfyui import ComfyUIEngine
 from diffbench.engines.comfyui_graphs import LOADERS, NONCE_INPUT
 from diffbench.errors import ConfigError, DownloadError, RequestFailed
+from diffbench.groups import server_key
 from diffbench.plan import build_plan
 
 from conftest import FIXTURES, SGLANG_CONFIGS, make_pair, make_spec
@@ -178,11 +178,11 @@ def test_the_models_folder_must_hold_the_files_the_graph_loads(tmp_path: Path) -
     models = tmp_path / "models"
     (models / "checkpoints").mkdir(parents=True)
     pair = comfy_pair("t2i").model_copy(update={"model": str(models)})
-    with pytest.raises(DownloadError, match=r"case 'c': comfyui: 'tiny-sd15.safetensors' is not in .*checkpoints"):
-        download_model(str(models), None, None, None, lambda path, _: ENGINE.check_model(pair, path))
+    with pytest.raises(DownloadError, match=r"case 'c': comfyui: checkpoint 'tiny-sd15.safetensors' is not in "
+                                            r".*checkpoints"):
+        ENGINE.check_model(pair, models)
     (models / "checkpoints" / "tiny-sd15.safetensors").write_bytes(b"weights")
-    assert download_model(str(models), None, None, None, lambda path, _: ENGINE.check_model(pair, path)).path == (
-        str(models))
+    ENGINE.check_model(pair, models)
 
 
 def test_the_server_keeps_its_folders_in_its_work_folder_and_reads_the_case_models(tmp_path: Path) -> None:
@@ -231,3 +231,18 @@ def test_plan_shows_the_graph_and_the_warm_up_that_loads_the_models(write_config
     assert row.request["warmup_requests"] == 1 and row.endpoint == "/prompt"
     graph = json.loads(row.notes[-1].removeprefix("graph "))
     assert graph["model"] == {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "a.ckpt"}}
+
+
+def test_the_graph_files_are_in_the_series_the_source_tree_is_not_and_decides_the_server() -> None:
+    base = comfy_pair("t2i")
+    other_tree = comfy_pair("t2i", comfy_root="/srv/ComfyUI-next")
+    other_file = comfy_pair("t2i", checkpoint="sdxl.safetensors")
+    # A new ComfyUI build continues the series; another checkpoint is another measurement.
+    assert base.config_hash == other_tree.config_hash != other_file.config_hash
+    assert server_key(base) != server_key(other_tree) and server_key(base) == server_key(other_file)
+
+
+def test_an_input_image_on_a_text_to_video_case_is_kept_as_not_run() -> None:
+    case = comfy_pair("t2v").case.model_copy(update={"reference_image": True})
+    pair = comfy_pair("t2v").model_copy(update={"case": case})
+    assert "has no place for one" in ENGINE.not_run_reason(pair)

@@ -6,6 +6,7 @@ app answered (inference stubbed), at the commit its README names.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ from scripted import Answer, serving
 from diffbench import media
 from diffbench.client import measure
 from diffbench.config import load_matrix
-from diffbench.engines.lightx2v import CONFIG_FILE, LightX2VEngine
-from diffbench.errors import ConfigError, RequestFailed
+from diffbench.engines.lightx2v import CONFIG_FILE, LightX2VEngine, pair_parser_problem
+from diffbench.errors import ConfigError, DownloadError, RequestFailed
 from diffbench.groups import server_groups
 from diffbench.plan import build_plan
 
@@ -56,8 +57,11 @@ def test_the_route_without_its_slash_is_refused_by_the_server() -> None:
 
 
 def test_the_input_image_is_sent_as_a_data_url_the_server_decodes() -> None:
-    request = ENGINE.request(wan_pair("image-to-video"), "/m", b"\x89PNG\r\n\x1a\nrest", None)
-    assert request.json["image_path"].startswith("data:image/png;base64,")
+    image = b"\x89PNG\r\n\x1a\nrest"
+    request = ENGINE.request(wan_pair("image-to-video"), "/m", image, None)
+    prefix, _, encoded = request.json["image_path"].partition(",")
+    assert prefix == "data:image/png;base64" and base64.b64decode(encoded, validate=True) == image
+    assert "image_path" not in ENGINE.request(wan_pair(), "/m", None, None).json
 
 
 def mp4() -> bytes:
@@ -114,13 +118,35 @@ def test_the_case_config_carries_what_no_request_can(tmp_path: Path) -> None:
 def test_several_gpus_launch_through_torchrun_with_a_matching_parallel_block() -> None:
     pair = make_pair("lightx2v", model="/m", task="text-to-video", num_gpus=4, frameworks={"lightx2v": {
         "model_cls": "wan2.1", "lightx2v_config": {"parallel": {"seq_p_size": 2, "cfg_p_size": 2}}}})
-    assert ENGINE.command(make_spec(pair))[:4] == ["torchrun", "--nproc_per_node=4", "-m", "lightx2v.server"]
+    # Its own rendezvous port beside the server's: two torchrun servers on a host would both take 29500.
+    assert ENGINE.command(make_spec(pair, port=31000))[:5] == [
+        "torchrun", "--nproc_per_node=4", "--master_port=31002", "-m", "lightx2v.server"]
+    assert ENGINE.side_ports(pair) == (1, 2)
     assert ENGINE.not_run_reason(pair) is None
     lone = pair.model_copy(update={"num_gpus": 2})
     assert "it gets 2 GPU(s), but lightx2v_config's parallel block spans 4" in ENGINE.not_run_reason(lone)
 
 
+def test_a_moe_runner_gets_one_guidance_per_expert_even_when_its_config_gives_none(tmp_path: Path) -> None:
+    moe = make_pair("lightx2v", model="/m", task="text-to-video", guidance_scale=4.0,
+                    frameworks={"lightx2v": {"model_cls": "wan2.2_moe", "lightx2v_config": {"sample_shift": 5.0}}})
+    ENGINE.prepare(make_spec(moe), tmp_path)
+    assert json.loads((tmp_path / CONFIG_FILE).read_text())["sample_guide_scale"] == [4.0, 4.0]
+
+
+def test_its_model_is_any_folder_with_files_not_a_diffusers_pipeline(tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="is empty"):
+        ENGINE.check_model(wan_pair(), tmp_path)
+    (tmp_path / "Wan2.1_VAE.pth").write_bytes(b"weights")
+    ENGINE.check_model(wan_pair(), tmp_path)
+
+
+def test_an_input_image_on_a_text_task_is_kept_as_not_run() -> None:
+    assert "takes none" in ENGINE.not_run_reason(wan_pair(reference_image=True))
+
+
 def test_a_bare_flag_that_would_drop_every_later_option_is_refused(write_config) -> None:
+    assert pair_parser_problem(["--warmup", "--lora_dir", "/l", "--save_video", "true"]) is None
     path = write_config("""
         cases:
           - {id: v, model: /m, task: text-to-video, frameworks: {lightx2v: {model_cls: wan2.1,

@@ -42,7 +42,7 @@ def planned(framework: str, environment: EngineEnvironment) -> dict[str, list]:
         matrix = load_matrix(path)
         pairs = [p.model_copy(update={"options": p.options.model_copy(update={"python": environment.python})})
                  for p in matrix.pairs if p.framework == framework]
-        matrix = type(matrix)(matrix.path, matrix.matrix, tuple(pairs), ())
+        matrix = type(matrix)(matrix.path, matrix.matrix, tuple(pairs), {})
         rows[path.name] = build_plan(matrix, check_with=ENVS_DIR)
     return rows
 
