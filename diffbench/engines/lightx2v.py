@@ -33,7 +33,6 @@ ARGPARSE_FLAGS = {"--model_path": 1, "--model_cls": 1, "--lora_dir": 1, "--warmu
                   "--max_queue_size": 1}
 IMAGE_TASKS = frozenset({"image-to-video", "text-image-to-video"})
 TASKS = {"text-to-image": "t2i", "text-to-video": "t2v", "image-to-video": "i2v", "text-image-to-video": "ti2v"}
-# The create routes end in a slash: without it, the path matches DELETE /v1/tasks/{id} and answers 405.
 JOB = client.Job("/v1/tasks/{id}/status", lambda job_id, _: f"/v1/tasks/{job_id}/result", id_field="task_id",
                  error=lambda status: f"{status.get('error_type') or 'error'}: {status.get('error') or 'no message'}")
 
@@ -166,6 +165,7 @@ class LightX2VEngine(Engine):
         return notes
 
     def endpoint(self, pair: Pair) -> str:
+        # With the slash: without it, the path matches DELETE /v1/tasks/{id} and answers 405.
         return "/v1/tasks/video/" if pair.case.is_video else "/v1/tasks/image/"
 
     def request(self, pair: Pair, model: str, image: bytes | None, perf_dump_path: Path | None) -> client.Request:
