@@ -162,7 +162,7 @@ class LightX2VEngine(Engine):
         if case.task == "image-to-video":
             notes.append("LightX2V sizes an image-to-video output from its own buckets (config resolution), "
                          "not from the case's size: not like for like unless the sizes agree")
-        return notes
+        return [*notes, f"{CONFIG_FILE} {json.dumps(config)}"]
 
     def endpoint(self, pair: Pair) -> str:
         # With the slash: without it, the path matches DELETE /v1/tasks/{id} and answers 405.

@@ -170,3 +170,6 @@ def test_each_case_gets_its_own_server_and_plan_says_what_is_not_like_for_like(w
     notes = {row.case: row.notes for row in build_plan(matrix)}
     assert any("runs without CFG" in note for note in notes["b"]) and any("own buckets" in n for n in notes["b"])
     assert not any("CFG" in note for note in notes["a"])
+    assert json.loads(notes["a"][-1].removeprefix("lightx2v-config.json ")) == {
+        "target_width": 832, "target_height": 480, "target_video_length": 33, "enable_cfg": True,
+        "sample_guide_scale": 5.0}
