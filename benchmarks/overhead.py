@@ -8,8 +8,9 @@ environment the real-engine tests use, with its own aiohttp session), and a bare
 through httpx and through urllib3 (the two candidate HTTP clients; diffbench sends through urllib3).
 Each client's overhead is its latency minus the server's own inference time for that request
 (`inference_time_s` in the response). Prints per client the server's median time and the median and
-p90 overhead at 64² (4 steps) and at 1024² (1 step), the ratios to sglang's client (with and without
-the perf dump: what asking for it costs in server time and in overhead), and the machine's load.
+p90 overhead at 64² (4 steps) and at 1024² (1 step), the ratios to sglang's client with their
+bootstrap intervals (with and without the perf dump: what asking for it costs in server time and in
+overhead), and the machine's load.
 Then the delay from the server's first healthy answer to `wait_ready` returning.
 
 Run: .venv/bin/python benchmarks/overhead.py [--requests 100] [--peer-python PYTHON_WITH_SGLANG] [--server-cpus N]
@@ -40,6 +41,7 @@ from diffbench.engines.environments import build_venv
 from diffbench.engines.reference import ReferenceEngine
 from diffbench.launcher import Server, free_port
 from diffbench.reference.tiny_models import build
+from diffbench.stats import ratio_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 SGLANG_LOCK = ROOT / "tests" / "engines" / "real" / "sglang-cpu.txt"
@@ -208,19 +210,22 @@ def overhead_table(root: Path, model: Path, requests: int, peer_python: Path | N
             timings = measure_turns(clients, count)
             loads.append(os.getloadavg()[0])
             overheads = {name: [(c - s) * 1000 for c, s in pairs] for name, pairs in timings.items()}
-            peer_median = statistics.median(overheads["sglang bench client"])
+            theirs = overheads["sglang bench client"]
             for name, values in overheads.items():
                 server_ms = statistics.median(s * 1000 for _, s in timings[name])
-                rows.append((f"{side}²", name, count, server_ms, statistics.median(values), p90(values),
-                             statistics.median(values) / peer_median))
+                ratio = statistics.median(values) / statistics.median(theirs)
+                rows.append((f"{side}²", name, count, server_ms, statistics.median(values), p90(values), ratio,
+                             ratio_interval(values, theirs)))
     pinning = f", server on {server_cpus} of them, clients on the rest" if server_cpus else ""
     print(f"overhead = client latency − the server's inference_time_s; tiny FLUX on CPU, clients in turn; "
           f"load average {min(loads):.2f}–{max(loads):.2f} on {len(cpus)} cores{pinning}")
-    print("| output | client | requests | server median ms | overhead median ms | p90 ms | median / sglang's client |")
+    print("| output | client | requests | server median ms | overhead median ms | p90 ms | "
+          "median / sglang's client [95 %] |")
     print("|---|---|---|---|---|---|---|")
-    for shape, name, count, server_ms, median, tail, ratio in rows:
-        print(f"| {shape} | {name} | {count} | {server_ms:.2f} | {median:.2f} | {tail:.2f} | {ratio:.2f} |")
-    ours = {shape: (median, tail) for shape, name, _, _, median, tail, _ in rows if name == "diffbench flow path"}
+    for shape, name, count, server_ms, median, tail, ratio, (low, high) in rows:
+        print(f"| {shape} | {name} | {count} | {server_ms:.2f} | {median:.2f} | {tail:.2f} | "
+              f"{ratio:.2f} [{low:.2f}, {high:.2f}] |")
+    ours = {shape: (median, tail) for shape, name, _, _, median, tail, *_ in rows if name == "diffbench flow path"}
     print(f"diffbench p90 at 64² {ours['64²'][1]:.2f} ms (target ≤ {TARGET_P90_MS:g} ms: "
           f"{'met' if ours['64²'][1] <= TARGET_P90_MS else 'MISSED'}); median 1024² / 64²: "
           f"{ours['1024²'][0] / ours['64²'][0]:.2f}")
