@@ -180,12 +180,13 @@ def overhead_table(root: Path, model: Path, requests: int, peer_python: Path | N
     if server_cpus:
         os.sched_setaffinity(0, cpus[:server_cpus])  # the server inherits it
     server = Server.start(engine, spec, root / "overhead")
-    if server_cpus:
-        os.sched_setaffinity(0, cpus[server_cpus:])  # this process and the peer's
     try:
+        if server_cpus:
+            os.sched_setaffinity(0, cpus[server_cpus:])  # this process and the peer's
         peer = Peer(peer_python or build_venv(["--no-deps", "-r", str(SGLANG_LOCK)], ENVS_DIR).python)
     except BaseException:
         server.stop()
+        os.sched_setaffinity(0, cpus)
         raise
     with (server, httpx.Client(base_url=spec.base_url) as http, urllib3.connection_from_url(spec.base_url) as pool,
           closing(peer)):
@@ -216,6 +217,7 @@ def overhead_table(root: Path, model: Path, requests: int, peer_python: Path | N
                 ratio = statistics.median(values) / statistics.median(theirs)
                 rows.append((f"{side}²", name, count, server_ms, statistics.median(values), p90(values), ratio,
                              ratio_interval(values, theirs)))
+    os.sched_setaffinity(0, cpus)  # the readiness benchmark after this one runs unpinned
     pinning = f", server on {server_cpus} of them, clients on the rest" if server_cpus else ""
     print(f"overhead = client latency − the server's inference_time_s; tiny FLUX on CPU, clients in turn; "
           f"load average {min(loads):.2f}–{max(loads):.2f} on {len(cpus)} cores{pinning}")
@@ -260,6 +262,9 @@ def main() -> None:
     parser.add_argument("--server-cpus", type=int, default=0,
                         help="pin the server to this many CPUs and the clients to the rest (default: no pinning)")
     args = parser.parse_args()
+    if not 0 <= args.server_cpus < len(os.sched_getaffinity(0)):
+        parser.error(f"--server-cpus must leave the clients at least one of this process's "
+                     f"{len(os.sched_getaffinity(0))} CPUs")
     root = Path(tempfile.mkdtemp(prefix="diffbench-bench-"))
     model = build("flux", root / "tiny-flux")
     overhead_table(root, model, args.requests, args.peer_python, args.server_cpus)

@@ -77,15 +77,29 @@ def parallel_size(config: dict[str, Any]) -> int:
     return math.prod(sizes) if sizes else 1
 
 
+def argparse_flag(arg: str) -> str | None:
+    """The argparse option `arg` names (exactly, or as argparse's unique prefix), or None if it names none.
+
+    Raises ValueError for a prefix of several.
+    """
+    name = arg.partition("=")[0]
+    matches = [flag for flag in ARGPARSE_FLAGS if flag == name] or [f for f in ARGPARSE_FLAGS if f.startswith(name)]
+    if len(matches) > 1 and name.startswith("--"):
+        raise ValueError(f"{name} is ambiguous to LightX2V's argparse ({', '.join(matches)})")
+    return matches[0] if len(matches) == 1 and name.startswith("--") else None
+
+
 def pair_parser_problem(args: list[str]) -> str | None:
     """What LightX2V's server parser would silently drop: past its argparse flags, it reads `--key value` pairs."""
     rest, index = [], 0
     while index < len(args):
-        if args[index] in ARGPARSE_FLAGS:
-            index += 1 + ARGPARSE_FLAGS[args[index]]
-        else:
+        try:
+            flag = argparse_flag(args[index])
+        except ValueError as exc:
+            return str(exc)
+        if flag is None:
             rest.append(args[index])
-            index += 1
+        index += 1 + (ARGPARSE_FLAGS[flag] if flag and "=" not in args[index] else 0)
     for index in range(0, len(rest), 2):
         key = rest[index]
         if not key.startswith("--") or "=" in key:

@@ -146,7 +146,12 @@ def test_an_input_image_on_a_text_task_is_kept_as_not_run() -> None:
 
 
 def test_a_bare_flag_that_would_drop_every_later_option_is_refused(write_config) -> None:
-    assert pair_parser_problem(["--warmup", "--lora_dir", "/l", "--save_video", "true"]) is None
+    # Its argparse's own options, spelt as argparse takes them, are not part of the pairs.
+    for args in (["--warmup", "--lora_dir", "/l", "--save_video", "true"], ["--max_queue_size=4", "--a", "b"],
+                 ["--warm", "--save_video", "true"], ["--lora", "/l"]):
+        assert pair_parser_problem(args) is None, args
+    assert "ambiguous" in pair_parser_problem(["--model", "x"])
+    assert "has no value" in pair_parser_problem(["--cpu_offload", "--warmup", "--a", "b"])
     path = write_config("""
         cases:
           - {id: v, model: /m, task: text-to-video, frameworks: {lightx2v: {model_cls: wan2.1,
