@@ -25,12 +25,15 @@ from flows.nightly import diffusion_comparison
 
 pytestmark = pytest.mark.real_engine
 
-# No warm-up asked for: ComfyUI gets one anyway, since its first prompt loads the models.
+# No warm-up asked for: ComfyUI gets one anyway, since its first prompt loads the models. The first case of the
+# shared server names a file the models folder lacks: it fails alone, and the server starts for the others.
 CASES = """
 measurement_repeats: 3
 warmup_requests: 0
 deadlines: {{ready_s: 300, request_s: 120, case_minutes: 20}}
 cases:
+  - {{id: sd15_missing, model: {models}, task: text-to-image, width: 64, height: 64, num_inference_steps: 4,
+     frameworks: {{comfyui: {{checkpoint: missing.safetensors, {common}}}}}}}
   - {{id: sd15_t2i, model: {models}, task: text-to-image, width: 64, height: 64, num_inference_steps: 4,
      guidance_scale: 7.0, seed: 42, negative_prompt: blurry,
      frameworks: {{comfyui: {{checkpoint: tiny-sd15.safetensors, {common}}}}}}}
@@ -62,16 +65,20 @@ def test_comfyui_through_the_flow(prefect_api, comfyui_root, comfyui_env, comfyu
     url = f"sqlite:///{tmp_path / 'results.db'}"
     config = write_cases(tmp_path / "comfyui.yaml", comfyui_models, comfyui_root, comfyui_env)
     state = diffusion_comparison(config=str(config), database_url=url, return_state=True)
-    assert state.is_completed(), state.message
+    assert state.is_failed() and "1 case(s) failed: sd15_missing/comfyui" in state.message, state.message
 
     engine = store.open_database(url)
     with engine.connect() as connection:
         results = {r.case_id: r for r in connection.execute(text(
-            "SELECT id, case_id, status, engine_version, serve_argv, n, first_request_latency_s FROM results"))}
+            "SELECT id, case_id, status, engine_version, serve_argv, n, first_request_latency_s, error_class, "
+            "error_message FROM results"))}
         samples = connection.execute(text(
             "SELECT result_id, width, height, num_frames, client_latency_s, server_latency_s, server_latency_source "
             "FROM samples")).all()
     engine.dispose()
+    missing = results.pop("sd15_missing")
+    assert (missing.status, missing.error_class) == ("failed", "download")
+    assert "checkpoint 'missing.safetensors' is not in" in missing.error_message
     assert {case: (r.status, r.n, r.engine_version) for case, r in results.items()} == {
         case: ("ok", 3, "0.33.0") for case in ("sd15_t2i", "wan_t2v", "wan_i2v")}, results
     # One launch serves all three: same models folder, same flags; each case warmed up first.
