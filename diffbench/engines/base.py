@@ -108,12 +108,9 @@ class Engine:
     uses_perf_dump: ClassVar[bool] = False
     # Whether cases with the same launch may share a server; not where the server's config holds case values.
     shares_server: ClassVar[bool] = True
-    # Warm-up requests a case gets whatever its config says: for engines that load the model at the first request.
-    min_warmup_requests: ClassVar[int] = 0
-
     def warmup_requests(self, pair: Pair) -> int:
-        """How many unmeasured requests `pair` gets: its own count, at least this engine's minimum."""
-        return max(pair.warmup_requests, self.min_warmup_requests)
+        """How many unmeasured requests `pair` gets before it is measured."""
+        return pair.warmup_requests
 
     def command(self, spec: ServerSpec) -> list[str]:
         """The exact argv that starts the server; argv[0] is looked up in the engine's environment."""

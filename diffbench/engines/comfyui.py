@@ -13,22 +13,13 @@ import hashlib
 import json
 import uuid
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlencode
 
-from pydantic import AliasChoices, Field
-
 from diffbench import client
-from diffbench.cases import FrameworkOptions, Pair
+from diffbench.cases import Pair
 from diffbench.engines.base import Engine, ServerSpec, image_part
-from diffbench.engines.comfyui_graphs import (
-    Graph,
-    ModelFiles,
-    model_files,
-    text_to_image,
-    video,
-    with_nonce,
-)
+from diffbench.engines.comfyui_graphs import ComfyUIOptions, Graph, model_files, text_to_image, video, with_nonce
 from diffbench.engines.environments import EngineEnvironment
 from diffbench.errors import BadOutput, DownloadError
 
@@ -43,33 +34,6 @@ TASK_FILES = {
     "text-to-video": ("diffusion_model", "text_encoder", "vae"),
     "image-to-video": ("diffusion_model", "text_encoder", "vae"),
 }
-
-
-class ComfyUIOptions(FrameworkOptions):
-    """Where ComfyUI's source is, and the model files of the case's graph (names under its models folder).
-
-    The case's model (or this framework's `model`) is a ComfyUI models folder: `checkpoints/`,
-    `diffusion_models/`, `text_encoders/`, `vae/`.
-    """
-
-    build_fields: ClassVar[frozenset[str]] = frozenset({"comfy_root"})
-
-    comfy_root: Path = Field(description="ComfyUI's source tree, the folder holding main.py.")
-    python: Path | None = Field(None, validation_alias=AliasChoices("python", "python_bin"),
-                                description="The Python that runs main.py (sglang's key: python_bin).")
-    checkpoint: str | None = Field(None, description="Text-to-image: a checkpoint with model, text encoder and VAE.")
-    diffusion_model: str | None = Field(None, description="Video: the diffusion model (UNETLoader).")
-    text_encoder: str | None = Field(None, description="Video: the text encoder (CLIPLoader).")
-    text_encoder_type: str = Field("wan", description="CLIPLoader's type for the text encoder.")
-    vae: str | None = Field(None, description="Video: the VAE (VAELoader).")
-    sampler: str = Field("euler", description="KSampler's sampler_name.")
-    scheduler: str | None = Field(None, description="KSampler scheduler; default normal for images, simple for video.")
-    workflow_vars: dict[str, Any] | None = Field(None, description="sglang's variables for its own graph files.")
-
-    @property
-    def files(self) -> ModelFiles:
-        return ModelFiles(self.checkpoint, self.diffusion_model, self.text_encoder, self.text_encoder_type, self.vae,
-                          self.sampler, self.scheduler)
 
 
 def refusal(body: bytes) -> str | None:
@@ -118,7 +82,10 @@ class ComfyUIEngine(Engine):
 
     name = "comfyui"
     options = ComfyUIOptions
-    min_warmup_requests = 1
+
+    def warmup_requests(self, pair: Pair) -> int:
+        # Models load at the first prompt: a case that asks for no warm-up would measure the load.
+        return max(pair.warmup_requests, 1)
 
     def command(self, spec: ServerSpec) -> list[str]:
         options = self._options(spec.pair)
@@ -193,8 +160,8 @@ class ComfyUIEngine(Engine):
         options, case = self._options(pair), pair.case
         prefix = f"diffbench/{case.id}"
         if case.is_video:
-            return video(case, options.files, prefix, image_name if case.task == "image-to-video" else None)
-        return text_to_image(case, options.files, prefix)
+            return video(case, options, prefix, image_name if case.task == "image-to-video" else None)
+        return text_to_image(case, options, prefix)
 
     def request(self, pair: Pair, model: str, image: bytes | None, perf_dump_path: Path | None) -> client.Request:
         uploads: tuple[client.Upload, ...] = ()

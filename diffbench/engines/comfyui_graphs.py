@@ -1,4 +1,4 @@
-"""ComfyUI's API-format graphs for a case, built as data: one graph per task and model family.
+"""ComfyUI's API-format graphs for a case, built as data from its options: one graph per task and model family.
 
 A graph maps node ids to `{"class_type", "inputs"}`; a link is `[node_id, output_index]`. The
 case's values (prompt, size, steps, guidance, seed, frames, fps) are set on the nodes that read
@@ -7,10 +7,12 @@ them, never pasted into JSON text, so any prompt is safe.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
-from diffbench.cases import Case
+from pydantic import AliasChoices, Field
+
+from diffbench.cases import Case, FrameworkOptions
 
 Graph = dict[str, dict[str, Any]]
 
@@ -26,27 +28,36 @@ SAVE_NODE = "save"
 NODE_DEFAULTS = {"steps": 20, "cfg": 8.0, "seed": 0, "width": 512, "height": 512, "length": 25, "fps": 16}
 
 
-@dataclass(frozen=True)
-class ModelFiles:
-    """The files a graph loads, by ComfyUI's names for them; which are set decides the family."""
+class ComfyUIOptions(FrameworkOptions):
+    """Where ComfyUI's source is, and the model files of the case's graph (names under its models folder).
 
-    checkpoint: str | None = None
-    diffusion_model: str | None = None
-    text_encoder: str | None = None
-    text_encoder_type: str = "wan"
-    vae: str | None = None
-    sampler: str = "euler"
-    scheduler: str | None = None
+    The case's model (or this framework's `model`) is a ComfyUI models folder: `checkpoints/`,
+    `diffusion_models/`, `text_encoders/`, `vae/`.
+    """
+
+    build_fields: ClassVar[frozenset[str]] = frozenset({"comfy_root"})
+
+    comfy_root: Path = Field(description="ComfyUI's source tree, the folder holding main.py.")
+    python: Path | None = Field(None, validation_alias=AliasChoices("python", "python_bin"),
+                                description="The Python that runs main.py (sglang's key: python_bin).")
+    checkpoint: str | None = Field(None, description="Text-to-image: a checkpoint with model, text encoder and VAE.")
+    diffusion_model: str | None = Field(None, description="Video: the diffusion model (UNETLoader).")
+    text_encoder: str | None = Field(None, description="Video: the text encoder (CLIPLoader).")
+    text_encoder_type: str = Field("wan", description="CLIPLoader's type for the text encoder.")
+    vae: str | None = Field(None, description="Video: the VAE (VAELoader).")
+    sampler: str = Field("euler", description="KSampler's sampler_name.")
+    scheduler: str | None = Field(None, description="KSampler scheduler; default normal for images, simple for video.")
+    workflow_vars: dict[str, Any] | None = Field(None, description="sglang's variables for its own graph files.")
 
 
-def _sampler(case: Case, files: ModelFiles, model: list[Any], positive: list[Any], negative: list[Any],
+def _sampler(case: Case, options: ComfyUIOptions, model: list[Any], positive: list[Any], negative: list[Any],
              latent: list[Any], scheduler: str) -> dict[str, Any]:
     return {"class_type": "KSampler", "inputs": {
         "model": model, "positive": positive, "negative": negative, "latent_image": latent,
         "seed": case.seed if case.seed is not None else NODE_DEFAULTS["seed"],
         "steps": case.num_inference_steps or NODE_DEFAULTS["steps"],
         "cfg": case.guidance_scale if case.guidance_scale is not None else NODE_DEFAULTS["cfg"],
-        "sampler_name": files.sampler, "scheduler": files.scheduler or scheduler, "denoise": 1.0,
+        "sampler_name": options.sampler, "scheduler": options.scheduler or scheduler, "denoise": 1.0,
     }}
 
 
@@ -62,29 +73,30 @@ def _size(case: Case) -> dict[str, int]:
             "batch_size": 1}
 
 
-def text_to_image(case: Case, files: ModelFiles, prefix: str) -> Graph:
+def text_to_image(case: Case, options: ComfyUIOptions, prefix: str) -> Graph:
     """A checkpoint's model, text encoder and VAE (SD1.5, SDXL): latent, sampler, decode, PNG."""
     return {
-        "model": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": files.checkpoint}},
+        "model": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": options.checkpoint}},
         **_text(case, ["model", 1]),
         "latent": {"class_type": "EmptyLatentImage", "inputs": _size(case)},
-        "sampler": _sampler(case, files, ["model", 0], ["positive", 0], ["negative", 0], ["latent", 0], "normal"),
+        "sampler": _sampler(case, options, ["model", 0], ["positive", 0], ["negative", 0], ["latent", 0], "normal"),
         "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["model", 2]}},
         SAVE_NODE: {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": prefix}},
     }
 
 
-def video(case: Case, files: ModelFiles, prefix: str, image_name: str | None) -> Graph:
+def video(case: Case, options: ComfyUIOptions, prefix: str, image_name: str | None) -> Graph:
     """A diffusion model with its own text encoder and VAE (Wan): text- or image-to-video, saved as MP4.
 
     With `image_name` (a file uploaded to ComfyUI's input folder) the first frame is conditioned on it.
     """
     frames = case.num_frames or NODE_DEFAULTS["length"]
     graph: Graph = {
-        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": files.diffusion_model, "weight_dtype": "default"}},
-        "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": files.text_encoder,
-                                                        "type": files.text_encoder_type}},
-        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": files.vae}},
+        "unet": {"class_type": "UNETLoader",
+                 "inputs": {"unet_name": options.diffusion_model, "weight_dtype": "default"}},
+        "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": options.text_encoder,
+                                                        "type": options.text_encoder_type}},
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": options.vae}},
         **_text(case, ["clip", 0]),
     }
     if image_name is None:
@@ -96,7 +108,7 @@ def video(case: Case, files: ModelFiles, prefix: str, image_name: str | None) ->
             "length": frames, "positive": ["positive", 0], "negative": ["negative", 0], "vae": ["vae", 0],
             "start_image": ["image", 0]}}
         conditioning = (["latent", 0], ["latent", 1], ["latent", 2])
-    graph["sampler"] = _sampler(case, files, ["unet", 0], *conditioning, "simple")
+    graph["sampler"] = _sampler(case, options, ["unet", 0], *conditioning, "simple")
     graph["decode"] = {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["vae", 0]}}
     graph["video"] = {"class_type": "CreateVideo", "inputs": {"images": ["decode", 0],
                                                               "fps": float(case.fps or NODE_DEFAULTS["fps"])}}
