@@ -6,11 +6,11 @@ the perf dump, sglang's bench client
 (`async_request_image_sglang` from `sglang.multimodal_gen.benchmarks.bench_serving`, run in the sglang
 environment the real-engine tests use, with its own aiohttp session), and a bare POST + JSON parse
 through httpx and through urllib3 (the two candidate HTTP clients; diffbench sends through urllib3).
-Each client's overhead is its latency minus the server's own inference time for that request
-(`inference_time_s` in the response). Prints per client the server's median time and the median and
-p90 overhead at 64² (4 steps) and at 1024² (1 step), the ratios to sglang's client with their
-bootstrap intervals (with and without the perf dump: what asking for it costs in server time and in
-overhead), and the machine's load.
+Each request starts 10 ms after the one before. Each client's overhead is its latency minus the
+server's own inference time for that request (`inference_time_s` in the response). Prints per client
+the server's median time and the median and p90 overhead at 64² (4 steps) and at 1024² (1 step), the
+ratios to sglang's client with their bootstrap intervals (with and without the perf dump: what asking
+for it costs in server time and in overhead), and the machine's load.
 Then the delay from the server's first healthy answer to `wait_ready` returning.
 
 Run: .venv/bin/python benchmarks/overhead.py [--requests 100] [--peer-python PYTHON_WITH_SGLANG] [--server-cpus N]
@@ -49,6 +49,9 @@ ENVS_DIR = Path(os.environ.get("DIFFBENCH_TEST_ENVS_DIR", Path.home() / ".cache"
 LAUNCHES = 5
 TARGET_P90_MS = 5.0
 TARGET_NOTICE_MS = 250.0
+# Each request starts on an idle server, so that none meets the work the one before left behind (the
+# reference server writes its perf dump after answering), whichever client sent it.
+SETTLE_S = 0.01
 SHAPES = ((64, 4), (1024, 1))  # (side, steps): the small case, and a large output from a cheap request
 
 # sglang's request function, fed one request per stdin line; prints its latency and the server's time.
@@ -149,6 +152,7 @@ def measure_turns(clients: dict[str, Callable[[], tuple[float, float]]],
     timings: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for turn in range(requests):
         for name in names[turn % len(names):] + names[:turn % len(names)]:
+            time.sleep(SETTLE_S)
             timings[name].append(clients[name]())
     return timings
 

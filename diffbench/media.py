@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +107,26 @@ def check_shape(decoded: Decoded, width: int | None, height: int | None, num_fra
         raise BadOutput(f"output is {decoded.width}x{decoded.height}, asked for {width}x{height}")
     if num_frames and decoded.num_frames != num_frames:
         raise BadOutput(f"output has {decoded.num_frames} frames, asked for {num_frames}")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """An RGB image, uint8 (H, W, 3), as a PNG of unfiltered rows in stored deflate blocks.
+
+    What sglang's server answers by default: the same pixels as a compressed PNG, written several
+    times faster (Pillow filters every row even at level 0), in about three times the bytes.
+    """
+    height, width, channels = pixels.shape
+    if channels != 3 or pixels.dtype != np.uint8:
+        raise ValueError(f"encode_png takes uint8 RGB pixels, got {pixels.dtype} with {channels} channels")
+    rows = np.zeros((height, 1 + width * 3), np.uint8)  # each row starts with filter type 0: none
+    rows[:, 1:] = pixels.reshape(height, width * 3)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return b"".join((b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", header),
+                     _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 0)), _png_chunk(b"IEND", b"")))
 
 
 def encode_video(frames: np.ndarray, fps: int) -> bytes:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import http.server
+import io
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from diffbench import media
 from diffbench.errors import BadOutput, InputMissing
@@ -61,3 +63,18 @@ def test_video_round_trip_and_shape_checks() -> None:
         media.check_shape(decoded, 48, 32, 17)
     with pytest.raises(BadOutput, match="video does not decode"):
         media.decode_video(b"not a video")
+
+
+def test_png_keeps_every_pixel_and_reads_like_any_png() -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    encoded = media.encode_png(pixels)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encoded))), pixels)
+    decoded = media.decode_image(encoded)
+    assert (decoded.width, decoded.height, decoded.num_frames) == (64, 48, 1)
+
+
+def test_png_takes_only_8_bit_rgb() -> None:
+    with pytest.raises(ValueError, match="uint8 RGB pixels, got uint8 with 4 channels"):
+        media.encode_png(np.zeros((4, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match="got float32"):
+        media.encode_png(np.zeros((4, 4, 3), np.float32))

@@ -11,13 +11,16 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
+from diffbench import perf_dump
 from diffbench.reference.runner import BadRequest, Generation, PipelineRunner, Result
 
 logger = logging.getLogger("diffbench.reference")
@@ -77,6 +80,15 @@ async def _read(request: Request, file_field: str) -> tuple[GenerationBody, byte
         return GenerationBody.model_validate(fields), image
     except ValidationError as exc:
         raise ApiError(400, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
+
+
+def write_perf_dump(request: Generation, result: Result) -> None:
+    """Write the perf dump a request asked for; one that cannot be written is logged, not raised."""
+    if request.perf_dump_path:
+        try:
+            perf_dump.write_atomic(Path(request.perf_dump_path), result.perf)
+        except OSError as exc:
+            logger.error("perf dump not written to %s: %s", request.perf_dump_path, exc)
 
 
 def create_app(runner: PipelineRunner, served_name: str) -> FastAPI:
@@ -139,13 +151,15 @@ def create_app(runner: PipelineRunner, served_name: str) -> FastAPI:
             result = await asyncio.get_running_loop().run_in_executor(executor, run, job)
         except Exception as exc:  # noqa: BLE001 - any pipeline failure is the client's 500
             raise ApiError(500, f"{type(exc).__name__}: {exc}") from exc
+        # The perf dump is written after the answer has gone: it costs the request nothing.
+        dump = BackgroundTask(write_perf_dump, job, result) if job.perf_dump_path else None
         return JSONResponse({
             "id": uuid.uuid4().hex,
             "created": int(time.time()),
             "data": [{"b64_json": base64.b64encode(result.content).decode()}],
             "inference_time_s": result.inference_time_s,
             "peak_memory_mb": result.peak_memory_mb,
-        })
+        }, background=dump)
 
     @app.post("/v1/images/generations")
     async def generations(request: Request) -> JSONResponse:
@@ -176,6 +190,7 @@ def create_app(runner: PipelineRunner, served_name: str) -> FastAPI:
                            completed_at=time.time())
                 return
             contents[video_id] = result.content
+            write_perf_dump(job_request, result)  # before the job shows as done, so a done job's dump is there
             job.update(status="completed", completed_at=time.time(),
                        inference_time_s=result.inference_time_s, peak_memory_mb=result.peak_memory_mb)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -120,6 +121,23 @@ def test_bad_requests_get_4xx_with_a_message(flux: Served, path: str, kwargs: di
     assert message in response.json()["error"]["message"]
 
 
+def test_a_perf_dump_that_cannot_be_written_loses_only_itself(flux: Served, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    http, _, model = flux
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    dump = blocker / "perf.json"  # under a file: no folder can be made there
+    with caplog.at_level("ERROR", logger="diffbench.reference"):
+        response = http.post("/v1/images/generations", json={"prompt": "x", "model": model, "size": "32x32",
+                                                             "num_inference_steps": 1, "perf_dump_path": str(dump)})
+        assert response.status_code == 200 and response.json()["data"][0]["b64_json"]
+        deadline = time.monotonic() + 10
+        while "perf dump not written" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.01)  # the dump is written after the answer
+    assert f"perf dump not written to {dump}: [Errno 17] File exists" in caplog.text
+    assert not dump.exists()
+
+
 def test_pipeline_exception_is_500_and_the_server_keeps_serving(flux: Served, tmp_path: Path) -> None:
     http, pool, model = flux
     # FLUX refuses more than 512 T5 tokens inside the pipeline call itself.
@@ -134,7 +152,9 @@ def test_text_to_video_sample(wan: Served, tmp_path: Path) -> None:
     _, pool, model = wan
     pair = make_pair("diffusers", model=model, task="text-to-video", width=64, height=32, num_frames=9, fps=8,
                      num_inference_steps=3, seed=3)
-    sample = with_perf_dump(ENGINE, measure(pool, ENGINE, pair, pair.model, None, tmp_path))
+    measured = measure(pool, ENGINE, pair, pair.model, None, tmp_path)
+    assert Path(measured.perf_dump_path).is_file()  # written before the job showed as done
+    sample = with_perf_dump(ENGINE, measured)
     assert (sample.width, sample.height, sample.num_frames) == (64, 32, 9)
     assert len(sample.denoise_step_ms) == 3 and sample.server_latency_source == "perf_dump"
     assert 0 < sample.poll_bound_s <= POLL_FINE_S

@@ -20,9 +20,13 @@ from diffbench.cli import main
 WAIT_S = 240
 
 
-def endless(folder: Path, flux: Path, repeats: int = 100000) -> Path:
-    """Two cases on one reference server, each measured `repeats` times; and a framework without adapter."""
+def endless(folder: Path, flux: Path, repeats: int = 100000, step_delay_ms: int = 0) -> Path:
+    """Two cases on one reference server, each measured `repeats` times; and a framework without adapter.
+
+    `step_delay_ms` lengthens each denoising step, so that a short run still takes a while.
+    """
     path = folder / f"repeats-{repeats}.yaml"
+    serve_args = f"--device cpu --step-delay-ms {step_delay_ms}"
     path.write_text(textwrap.dedent(f"""
         measurement_repeats: {repeats}
         warmup_requests: 1
@@ -30,9 +34,9 @@ def endless(folder: Path, flux: Path, repeats: int = 100000) -> Path:
         deadlines: {{ready_s: 120, request_s: 60, case_minutes: 30}}
         cases:
           - {{id: flux_64, model: {flux}, task: text-to-image, width: 64, height: 64, num_inference_steps: 2,
-              frameworks: {{diffusers: {{serve_args: --device cpu}}, xdit: {{}}}}}}
+              frameworks: {{diffusers: {{serve_args: {serve_args}}}, xdit: {{}}}}}}
           - {{id: flux_32, model: {flux}, task: text-to-image, width: 32, height: 32, num_inference_steps: 2,
-              frameworks: {{diffusers: {{serve_args: --device cpu}}}}}}
+              frameworks: {{diffusers: {{serve_args: {serve_args}}}}}}}
         """))
     return path
 
@@ -166,7 +170,7 @@ def test_a_killed_run_is_marked_crashed_by_the_next_run_which_reaps_what_it_left
 
 
 def test_a_second_run_on_the_host_waits_for_the_first_and_says_for_whom(tiny_models, tmp_path: Path) -> None:
-    config = endless(tmp_path, tiny_models["flux"], repeats=12)
+    config = endless(tmp_path, tiny_models["flux"], repeats=12, step_delay_ms=200)  # 12 x 2 steps: ~5 s a case
     first = Run(tmp_path, config, "first", state="state-a")
     first.wait_for_samples(1)
     second = Run(tmp_path, config, "second", state="state-b")  # another state dir: the lock is the host's
