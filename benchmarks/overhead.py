@@ -5,7 +5,7 @@ One reference server (tiny FLUX, CPU). Per round, in turn: diffbench's request p
 the perf dump, sglang's bench client
 (`async_request_image_sglang` from `sglang.multimodal_gen.benchmarks.bench_serving`, run in the sglang
 environment the real-engine tests use, with its own aiohttp session), and a bare POST + JSON parse
-through httpx and through urllib3 (the two candidate HTTP clients; diffbench sends through urllib3).
+through httpx and through urllib3 (candidates diffbench did not pick: it sends through http.client).
 Each request starts 10 ms after the one before. Each client's overhead is its latency minus the
 server's own inference time for that request (`inference_time_s` in the response). Prints per client
 the server's median time and the median and p90 overhead at 64² (4 steps) and at 1024² (1 step), the
@@ -14,6 +14,8 @@ for it costs in server time and in overhead), and the machine's load.
 Then the delay from the server's first healthy answer to `wait_ready` returning.
 
 Run: .venv/bin/python benchmarks/overhead.py [--requests 100] [--peer-python PYTHON_WITH_SGLANG] [--server-cpus N]
+(with OMP_WAIT_POLICY=ACTIVE in the environment, the server's OpenMP threads spin between parallel regions, as
+they do by default elsewhere.)
 """
 
 from __future__ import annotations

@@ -1,15 +1,16 @@
 """What asking for the perf dump costs, per engine: server time and client latency, with and without it.
 
 Per engine, one server (tiny FLUX, 64², 4 steps, CPU) and diffbench's client taking turns: one
-request asking for the perf dump, one not, the order alternating. Prints per engine the medians of
-the server's own inference time (from its response, the same source in both) and of the client
-latency, the difference with and without the dump and its 95 % bootstrap interval, and the
-machine's load. Engines:
-- the reference engine, which writes sglang's perf-dump file;
+request asking for the perf dump, one not, the order alternating, each 10 ms after the one before
+(so that none meets a dump the reference engine writes after answering the one before). Prints per
+engine the medians of the server's own inference time (from its response, the same source in both)
+and of the client latency, the difference with and without the dump and its 95 % bootstrap
+interval, and the machine's load. Engines:
+- the reference engine (`diffusers`), which writes sglang's perf-dump file after answering;
 - the real SGLang-Diffusion, from the CPU lock the real-engine tests use (and their CPU shims);
 - vLLM-Omni has no perf dump to ask for: its stage timings come in every response's headers.
 
-Run: .venv/bin/python benchmarks/perf_dump_cost.py [--requests 60] [--engines reference,sglang]
+Run: .venv/bin/python benchmarks/perf_dump_cost.py [--requests 60] [--engines diffusers,sglang]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,7 @@ from tests.engines.real.conftest import ENVS_DIR, pip_spec  # noqa: E402
 from tests.engines.real.shims import apply_cpu_shims  # noqa: E402
 
 SIDE, STEPS = 64, 4
+SETTLE_S = 0.01
 
 
 def pair_for(framework: str, model: Path) -> Pair:
@@ -69,6 +72,7 @@ def measure_turns(server: Server, pair: Pair, requests: int) -> dict[bool, list[
     samples: dict[bool, list[Sample]] = {True: [], False: []}
     for turn in range(requests * 2):
         asked = turn % 4 in (0, 3)
+        time.sleep(SETTLE_S)
         samples[asked].append(measure(server.http, engines[asked], pair, server.spec.model_path, None, workdir))
     return samples
 

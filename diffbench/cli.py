@@ -38,9 +38,8 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # OpenMP threads that spin after each parallel region take the cores the HTTP threads need:
-    # on CPU, the answer then waits for the scheduler (p90 overhead 8.3 ms instead of 5.6 ms at 64²).
-    # Read when torch loads, so set before.
+    # OpenMP threads that spin after each parallel region take the cores the HTTP threads need, and
+    # the answer waits for the scheduler (README, "Engines"). Read when torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # torch and diffusers load only for the commands that need them.
     import uvicorn  # noqa: PLC0415

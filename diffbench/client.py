@@ -1,10 +1,7 @@
 """HTTP side of a measurement: send one generation request, time it, return its output.
 
-The measured requests go through urllib3, not httpx (which the Prefect and GitHub calls use):
-on the same server, a bare urllib3 POST costs 0.9 ms less per request than a bare httpx one
-(`benchmarks/overhead.py`), which is what puts diffbench level with sglang's aiohttp client.
-Its connections are kept alive and send without Nagle's delay. urllib3 errors are translated here
-and nowhere else.
+Requests go through `connections.Http` (keep-alive, the standard library's client); its transport
+errors are translated here and nowhere else.
 """
 
 from __future__ import annotations
@@ -17,14 +14,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from http.client import HTTPException
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import urllib3
-from urllib3.exceptions import HTTPError, NewConnectionError
-from urllib3.exceptions import TimeoutError as TransportTimeout
 
 from diffbench import media
+from diffbench.connections import Http, Response
 from diffbench.errors import BadOutput, RequestFailed, RequestTimeout
 
 if TYPE_CHECKING:
@@ -38,11 +35,6 @@ if TYPE_CHECKING:
 POLL_FINE_S = 0.025
 POLL_MAX_S = 0.25
 FINE_FROM = 0.5
-# More than any throughput level's concurrency; beyond it urllib3 opens (and drops) extra connections.
-MAX_CONNECTIONS = 64
-
-Http = urllib3.HTTPConnectionPool
-Response = urllib3.BaseHTTPResponse
 
 
 def _no_explanation(body: bytes) -> str | None:
@@ -148,18 +140,19 @@ class Sample:
 
 def connect(base_url: str) -> Http:
     """Keep-alive connections to one server, shared by its requests and threads; never retried."""
-    return urllib3.connection_from_url(base_url, maxsize=MAX_CONNECTIONS, retries=False)
+    return Http(base_url)
 
 
-def call(http: Http, method: str, path: str, timeout_s: float, what: str, **kwargs: Any) -> Response:
+def call(http: Http, method: str, path: str, timeout_s: float, what: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> Response:
     """One request, read to its last byte; transport failures become `RequestFailed` or `RequestTimeout`."""
     try:
-        return http.request(method, path, timeout=urllib3.Timeout(total=timeout_s), **kwargs)
-    except NewConnectionError as exc:  # a subclass of the connect timeout, but a refusal
+        return http.request(method, path, timeout_s, body, headers)
+    except ConnectionRefusedError as exc:
         raise RequestFailed(f"{what}: cannot connect: {exc}") from exc
-    except TransportTimeout as exc:
+    except TimeoutError as exc:
         raise RequestTimeout(f"{what}: no answer before the deadline ({type(exc).__name__})") from exc
-    except HTTPError as exc:
+    except (OSError, HTTPException) as exc:
         raise RequestFailed(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
@@ -221,13 +214,17 @@ def _poll(http: Http, job: Job, submitted: dict[str, Any], deadline: float, star
     return job_id, status, wait
 
 
+def _form(fields: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    body, content_type = urllib3.encode_multipart_formdata(fields)
+    return body, {"Content-Type": content_type}
+
+
 def _encoded(request: Request) -> tuple[bytes, dict[str, str]]:
     """The POST's body and its headers, encoded before the clock starts."""
     if request.json is not None:
         return json.dumps(request.json).encode(), {"Content-Type": "application/json"}
     # FastAPI's form parameters take multipart whether or not a file comes with them.
-    body, content_type = urllib3.encode_multipart_formdata({**(request.data or {}), **(request.files or {})})
-    return body, {"Content-Type": content_type}
+    return _form({**(request.data or {}), **(request.files or {})})
 
 
 def send(http: Http, request: Request, timeout_s: float, expected_s: float | None = None) -> Output:
@@ -238,7 +235,7 @@ def send(http: Http, request: Request, timeout_s: float, expected_s: float | Non
     same request took before: job polling uses it.
     """
     for upload in request.uploads:
-        _checked(call(http, "POST", upload.path, timeout_s, f"POST {upload.path}", fields=upload.fields),
+        _checked(call(http, "POST", upload.path, timeout_s, f"POST {upload.path}", *_form(upload.fields)),
                  f"POST {upload.path}")
     what = f"POST {request.path}"
     payload, payload_headers = _encoded(request)
@@ -260,8 +257,7 @@ def send(http: Http, request: Request, timeout_s: float, expected_s: float | Non
         latency_s = time.perf_counter() - started
         content = _checked(output, f"GET {path}").data
     decoded = media.decode_image(content) if request.output == "image" else media.decode_video(content)
-    headers = {name.lower(): value for name, value in response.headers.items()}
-    return Output(latency_s, decoded, body, headers, poll_bound_s)
+    return Output(latency_s, decoded, body, response.headers, poll_bound_s)
 
 
 def _described_field(value: Any) -> Any:

@@ -245,7 +245,7 @@ class Server:
             self.check_alive()
         except ServerExited:
             # No new request; the one in flight ends when the dead server's socket closes, or at its deadline,
-            # and its thread is abandoned either way (urllib3 closes idle connections only).
+            # and its thread is abandoned either way (closing the connections closes only the idle ones).
             self.http.close()
             raise
 

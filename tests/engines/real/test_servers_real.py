@@ -10,10 +10,11 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import psutil
 import pytest
-import urllib3
 
 from diffbench import client, media
 from diffbench.cases import Pair
@@ -71,12 +72,13 @@ def listening_ports(leader: int) -> set[int]:
     return ports
 
 
-def post(server: Server, **kwargs: object) -> urllib3.BaseHTTPResponse:
-    return server.http.request("POST", "/v1/images/generations", timeout=60, **kwargs)
+def post(server: Server, **kwargs: Any) -> httpx.Response:
+    """A request the adapter never sends, as another client would."""
+    return httpx.post(f"{server.spec.base_url}/v1/images/generations", timeout=60, **kwargs)
 
 
-def image_bytes(response: urllib3.BaseHTTPResponse) -> bytes:
-    assert response.status == 200, response.data[:500]
+def image_bytes(response: httpx.Response) -> bytes:
+    assert response.status_code == 200, response.content[:500]
     return base64.b64decode(response.json()["data"][0]["b64_json"])
 
 
@@ -100,8 +102,8 @@ def test_sglang_server_side_effects(sglang_env, real_models, tmp_path: Path, mon
         assert media.decode_image(image_bytes(post(server, json=unsized))
                                          ).width == 1024
         # Mismatch 8: /v1/images/generations takes JSON only, so a text-to-image case cannot send an image.
-        form = post(server, fields={"prompt": "x", "image": ("i.png", PNG)})
-        assert form.status >= 400, form.status
+        form = post(server, data={"prompt": "x"}, files={"image": ("i.png", PNG)})
+        assert form.status_code >= 400, form.status_code
         # Mismatch 7: its outputs land in its own folder, not in ours.
         assert list((tmp_path / "server" / "outputs").glob("*.png")) and not (tmp_path / "outputs").exists()
     # Mismatch 11: the startup warmup runs at every shape this server will be asked for: sglang took both
